@@ -1,0 +1,106 @@
+"""The `kd2trt` command line: parse flags, load the recipe, run one stage, say where results went.
+
+Errors caused by input (a missing file, a bad key, weights that do not fit) are `Kd2trtError`s
+and end as one red line on stderr with exit code 2 — never a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from kd2trt import __version__
+from kd2trt.errors import Kd2trtError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Distill a PyTorch model, export it to ONNX/TensorRT, and prove the result is still good.")
+_err = Console(stderr=True)
+
+
+def _one_line(exc: BaseException) -> str:
+    """The message; for errors re-raised by DataLoader workers, the original message (their last line)."""
+    text = str(exc).strip()
+    return text.splitlines()[-1].split("Kd2trtError: ", 1)[-1] if "Original Traceback" in text else text
+
+
+def _fail(message: str, code: int = 2) -> None:
+    _err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"kd2trt {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                               help="Print the version and exit.")] = False) -> None:
+    """kd2trt: knowledge distillation → ONNX → TensorRT, with accuracy and latency checked at every step."""
+
+
+def _overrides(pairs: list[str] | None, **named: Any) -> dict[str, Any]:
+    from kd2trt.config import parse_override
+
+    overrides = dict(parse_override(pair) for pair in pairs or [])
+    overrides.update({key: value for key, value in named.items() if value is not None})
+    return overrides
+
+
+@app.command()
+def distill(
+    recipe: Annotated[Path | None, typer.Argument(help="Recipe YAML; default: the built-in digits recipe "
+                                                  "(the values of pipeline/digits.yaml).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Run directory (default: runs/<name>).")] = None,
+    data: Annotated[str | None, typer.Option(help="Data spec: digits, imagefolder:PATH, cifar10:ROOT, …")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of initialisation, shuffling and the labeled subset.")] = None,
+    labeled_fraction: Annotated[float | None, typer.Option(
+        help="Share of training labels the student sees; the teacher labels the rest.")] = None,
+    teacher_epochs: Annotated[int | None, typer.Option(help="Epochs of teacher training.")] = None,
+    student_epochs: Annotated[int | None, typer.Option(help="Epochs of the student (KD and baseline).")] = None,
+    teacher_weights: Annotated[Path | None, typer.Option(help="Teacher state dict or checkpoint.")] = None,
+    teacher_finetune: Annotated[bool | None, typer.Option(
+        "--teacher-finetune/--no-teacher-finetune",
+        help="Fine-tune --teacher-weights (head replaced if needed).")] = None,
+    baseline: Annotated[bool | None, typer.Option(
+        "--baseline/--no-baseline", help="Also train the student from scratch with the same budget.")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue each stage from its last epoch's state.")] = False,
+    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or cuda:N.")] = None,
+    tensorboard: Annotated[bool | None, typer.Option("--tensorboard/--no-tensorboard")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override any recipe key: --set distill.alpha=0.7"
+                                                   )] = None,
+) -> None:
+    """Train (or load) the teacher and distill the student; with a scratch baseline to measure the gain."""
+    try:
+        from kd2trt.config import load_config
+        from kd2trt.distill.distributed import shutdown_distributed
+        from kd2trt.distill.train import run_distill
+
+        config = load_config(recipe, _overrides(
+            set_, **{"data.spec": data, "seed": seed, "data.labeled_fraction": labeled_fraction,
+                     "teacher.train.epochs": teacher_epochs, "student.train.epochs": student_epochs,
+                     "teacher.weights": str(teacher_weights) if teacher_weights else None,
+                     "teacher.finetune": teacher_finetune, "distill.baseline": baseline, "device": device,
+                     "tensorboard": tensorboard}))
+        try:
+            run_distill(config, out, resume=resume)
+        finally:
+            shutdown_distributed()
+    except Kd2trtError as exc:
+        _fail(_one_line(exc))
+    except KeyboardInterrupt:
+        _fail("interrupted; run the same command with --resume to continue from the last finished epoch", 130)
+
+
+def run() -> None:
+    """Console-script entry point."""
+    app(prog_name="kd2trt")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(run())

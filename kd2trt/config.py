@@ -1,0 +1,223 @@
+"""The configuration of a kd2trt run: pydantic models, YAML in, command-line overrides on top.
+
+Why pydantic with `extra="forbid"`: a misspelt key in a recipe (`temprature: 4`) would otherwise
+be ignored silently and the run would use the default — the worst kind of wrong result. Every
+validation error is turned into one line naming the file and the key.
+
+The defaults of these models *are* the default recipe (digits, label-scarce distillation);
+`pipeline/digits.yaml` spells the same values out and a test keeps the two equal.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from kd2trt.errors import Kd2trtError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Strict):
+    """Which data set, how it is split, and how much of the training split carries labels."""
+
+    spec: str = Field("digits", description="digits | imagefolder:PATH | cifar10:ROOT | cifar100:ROOT | "
+                      "mnist:ROOT | fashionmnist:ROOT")
+    image_size: int = Field(16, ge=8, le=1024, description="square side the images are resized to")
+    channels: int | None = Field(None, description="1 or 3; default: what the data set has")
+    mean: list[float] | None = Field(None, description="per-channel mean; default: measured on the train split")
+    std: list[float] | None = Field(None, description="per-channel std; default: measured on the train split")
+    val_fraction: float = Field(0.2, gt=0, lt=1, description="share held out for model selection")
+    test_fraction: float = Field(0.2, gt=0, lt=1, description="share held out for the final figures")
+    split_seed: int = Field(0, description="seed of the train/val/test split; fixed across run seeds")
+    labeled_fraction: float = Field(
+        0.1, gt=0, le=1,
+        description="share of the training split whose labels the student sees; the teacher labels the rest")
+    augment: bool = Field(False, description="random crop + flip; disables the teacher soft-label cache")
+    batch_size: int = Field(64, ge=1)
+    num_workers: int = Field(0, ge=0)
+
+    @field_validator("channels")
+    @classmethod
+    def _channels(cls, value: int | None) -> int | None:
+        if value not in (None, 1, 3):
+            raise ValueError("must be 1 or 3")
+        return value
+
+    @model_validator(mode="after")
+    def _splits(self) -> DataConfig:
+        if self.val_fraction + self.test_fraction >= 0.9:
+            raise ValueError("val_fraction + test_fraction must leave at least 10% for training")
+        return self
+
+
+class TrainConfig(_Strict):
+    """Optimiser, schedule and budget of one training stage."""
+
+    epochs: int = Field(30, ge=1)
+    optimizer: Literal["sgd", "adamw"] = "adamw"
+    lr: float = Field(3e-3, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(5e-4, ge=0)
+    schedule: Literal["cosine", "onecycle", "constant"] = "cosine"
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    amp: bool = Field(True, description="mixed precision on CUDA (ignored on CPU)")
+
+
+class ModelConfig(_Strict):
+    """A model by registry name: `cnn` (built in), a torchvision name, or `timm:NAME`."""
+
+    arch: str = "cnn"
+    channels: list[int] | None = Field(None, description="cnn only: output channels of each stage")
+    blocks: int = Field(1, ge=1, le=8, description="cnn only: conv blocks per stage")
+    dropout: float = Field(0.0, ge=0, lt=1)
+    feature_tap: str | None = Field(None, description="module path whose output feeds the hint loss, e.g. stages.2")
+    weights: Path | None = Field(None, description="state dict or checkpoint to start from")
+    train: TrainConfig = Field(default_factory=TrainConfig)
+
+    @model_validator(mode="after")
+    def _cnn_only(self) -> ModelConfig:
+        if self.arch != "cnn" and self.channels is not None:
+            raise ValueError(f"channels applies to arch 'cnn' only, not {self.arch!r}")
+        if self.channels is not None and (not self.channels or min(self.channels) < 1):
+            raise ValueError("channels must be a non-empty list of positive integers")
+        return self
+
+
+class TeacherConfig(ModelConfig):
+    """The teacher: trained here, fine-tuned from `weights`, or loaded from `weights` as is."""
+
+    channels: list[int] | None = Field([32, 64, 128])
+    blocks: int = Field(2, ge=1, le=8)
+    feature_tap: str | None = "stages.2"
+    finetune: bool = Field(False, description="with weights: replace the head if needed and train further")
+    train: TrainConfig = Field(default_factory=lambda: TrainConfig(epochs=15))
+
+
+class StudentConfig(ModelConfig):
+    """The student. Channel counts are multiples of 8 so TensorRT's INT8 quantises every conv."""
+
+    channels: list[int] | None = Field([8, 16, 32])
+    feature_tap: str | None = "stages.2"
+    train: TrainConfig = Field(default_factory=lambda: TrainConfig(epochs=40, lr=1e-2))
+
+
+class DistillConfig(_Strict):
+    """Weights of the loss terms: (1 - alpha)·CE + alpha·T²·KL + beta·hint MSE."""
+
+    temperature: float = Field(4.0, gt=0)
+    alpha: float = Field(0.9, ge=0, le=1, description="weight of the soft-label KD term")
+    beta: float = Field(0.0, ge=0, description="weight of the feature (hint) MSE term")
+    teacher_cache: Literal["auto", "on", "off"] = Field(
+        "auto", description="reuse the teacher's outputs every epoch when the transform is deterministic")
+    cache_max_mb: int = Field(2048, ge=0, description="largest teacher-output cache kept in memory")
+    baseline: bool = Field(True, description="also train the student from scratch with the same budget")
+
+
+class RunConfig(_Strict):
+    """A whole run. Fields of later stages (export, build, bench) join this model as they land."""
+
+    name: str = Field("digits", pattern=r"^[A-Za-z0-9._-]+$")
+    seed: int = 0
+    device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
+    output_root: Path = Path("runs")
+    tensorboard: bool = False
+    data: DataConfig = Field(default_factory=DataConfig)
+    teacher: TeacherConfig = Field(default_factory=TeacherConfig)
+    student: StudentConfig = Field(default_factory=StudentConfig)
+    distill: DistillConfig = Field(default_factory=DistillConfig)
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        if value not in ("auto", "cpu", "cuda") and not (value.startswith("cuda:") and value[5:].isdigit()):
+            raise ValueError("must be auto, cpu, cuda or cuda:N")
+        return value
+
+    @property
+    def run_dir(self) -> Path:
+        return self.output_root / self.name
+
+    def section_hash(self, *sections: str) -> str:
+        """A short hash of some sections, to tell whether a resume file belongs to this config."""
+        dumped = self.model_dump(mode="json")
+        payload = json.dumps({key: dumped[key] for key in sections}, sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def _format_validation_error(error: ValidationError, source: str) -> str:
+    parts = []
+    for item in error.errors():
+        key = ".".join(str(part) for part in item["loc"]) or "<top level>"
+        message = item["msg"]
+        if item["type"] == "extra_forbidden":
+            message = "unknown key (check its spelling against pipeline/digits.yaml)"
+        parts.append(f"{key}: {message}")
+    return f"{source}: " + "; ".join(parts)
+
+
+def set_dotted(tree: dict[str, Any], dotted_key: str, value: Any) -> None:
+    """Set `a.b.c` in a nested dict, creating levels as needed."""
+    *parents, leaf = dotted_key.split(".")
+    node = tree
+    for part in parents:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise Kd2trtError(f"--set {dotted_key}: {part} is not a section")
+        node = child
+    node[leaf] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """`key.path=value` with the value read as YAML (numbers, booleans, lists, null)."""
+    if "=" not in text:
+        raise Kd2trtError(f"--set {text!r}: expected KEY=VALUE, e.g. --set distill.temperature=4")
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw else None
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """Read a recipe (or the defaults when `path` is None), apply dotted-key overrides, validate."""
+    tree: dict[str, Any] = {}
+    source = "defaults"
+    if path is not None:
+        source = str(path)
+        file = Path(path)
+        if not file.is_file():
+            raise Kd2trtError(f"{file}: recipe not found; see pipeline/ for examples (pipeline/digits.yaml)")
+        try:
+            loaded = yaml.safe_load(file.read_text())
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" line {mark.line + 1}" if mark is not None else ""
+            raise Kd2trtError(f"{file}:{where} is not valid YAML ({getattr(exc, 'problem', exc)})") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise Kd2trtError(f"{file}: a recipe is a mapping of sections (data:, teacher:, …), not a list or value")
+        tree = loaded
+    for key, value in (overrides or {}).items():
+        set_dotted(tree, key, value)
+    try:
+        config = RunConfig.model_validate(tree)
+    except ValidationError as exc:
+        if overrides:
+            source += " (with command-line overrides)"
+        raise Kd2trtError(_format_validation_error(exc, source)) from None
+    return config
+
+
+def dump_config(config: RunConfig) -> str:
+    """The fully resolved config as YAML, saved beside the outputs so a run can be repeated."""
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,326 @@
+"""Data sets by spec string, and the one preprocessing definition every stage shares.
+
+Why one definition: an INT8 engine calibrated on images normalised differently from the ones it
+is later fed with loses accuracy silently. The `Preprocessing` chosen here is stored in every
+checkpoint; export, calibration and bench rebuild the data from the checkpoint, never from flags.
+
+Specs: `digits` (scikit-learn's embedded 8×8 digits, no download), `imagefolder:PATH`,
+`cifar10:ROOT`, `cifar100:ROOT`, `mnist:ROOT`, `fashionmnist:ROOT` (read from a local root; nothing is
+ever downloaded).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from pydantic import BaseModel, ConfigDict
+from sklearn.model_selection import train_test_split
+from torch.utils.data import Dataset
+from torchvision.transforms import v2
+
+from kd2trt.config import DataConfig
+from kd2trt.errors import Kd2trtError
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
+_TORCHVISION_SETS = {
+    "cifar10": ("CIFAR10", "ROOT/cifar-10-batches-py/{data_batch_1..5,test_batch,batches.meta}"),
+    "cifar100": ("CIFAR100", "ROOT/cifar-100-python/{train,test,meta}"),
+    "mnist": ("MNIST", "ROOT/MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte"),
+    "fashionmnist": ("FashionMNIST", "ROOT/FashionMNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte"),
+}
+
+
+class Preprocessing(BaseModel):
+    """PIL image → normalised float tensor (C×H×W). Stored in checkpoints as a plain dict."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    image_size: int
+    channels: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    def to_tensor(self, image: Image.Image) -> torch.Tensor:
+        """The deterministic transform used for evaluation, calibration and benchmarking."""
+        return self._base()(image)
+
+    def _base(self) -> v2.Compose:
+        return v2.Compose([
+            v2.Lambda(self._convert_mode),
+            v2.PILToTensor(),
+            v2.Resize((self.image_size, self.image_size), antialias=True),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(list(self.mean), list(self.std)),
+        ])
+
+    def augmenting(self) -> Callable[[Image.Image], torch.Tensor]:
+        """Training-time variant: the same transform plus a padded random crop and a horizontal flip."""
+        pad = max(1, self.image_size // 8)
+        return v2.Compose([
+            self._base(),
+            v2.RandomCrop(self.image_size, padding=pad),
+            v2.RandomHorizontalFlip(),
+        ])
+
+    def _convert_mode(self, image: Image.Image) -> Image.Image:
+        return image.convert("L" if self.channels == 1 else "RGB")
+
+
+@dataclass(frozen=True)
+class Sample:
+    """Where one image comes from: a file, or an in-memory array (digits, torchvision sets)."""
+
+    label: int
+    path: Path | None = None
+    array: np.ndarray | None = None
+
+    def load(self) -> Image.Image:
+        if self.array is not None:
+            return Image.fromarray(self.array)
+        assert self.path is not None
+        try:
+            with Image.open(self.path) as image:
+                image.load()
+                return image
+        except (UnidentifiedImageError, OSError) as exc:
+            raise Kd2trtError(
+                f"{self.path}: cannot decode this image ({exc.__class__.__name__}); remove or replace the file"
+            ) from None
+
+
+class ImageDataset(Dataset[tuple[torch.Tensor, int, int]]):
+    """Items are `(image, label, index)`; the index lets the trainer look up cached teacher outputs."""
+
+    def __init__(self, samples: Sequence[Sample], transform: Callable[[Image.Image], torch.Tensor]):
+        self.samples = list(samples)
+        self.transform = transform
+        self._tensors: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int]:
+        sample = self.samples[index]
+        if self._tensors is not None:
+            return self._tensors[index], sample.label, index
+        return self.transform(sample.load()), sample.label, index
+
+    def keep_in_memory(self, max_bytes: int = 512 * 2**20) -> bool:
+        """Transform every image once and keep the tensors, if they fit in `max_bytes`.
+
+        Only for deterministic transforms. Decoding and resizing small images costs several times
+        the forward/backward pass of a small student, so this is what makes an epoch cheap.
+        """
+        if self._tensors is not None or not self.samples:
+            return self._tensors is not None
+        first = self.transform(self.samples[0].load())
+        if first.numel() * first.element_size() * len(self.samples) > max_bytes:
+            return False
+        self._tensors = torch.stack([first] + [self.transform(s.load()) for s in self.samples[1:]])
+        return True
+
+    @property
+    def labels(self) -> torch.Tensor:
+        return torch.tensor([sample.label for sample in self.samples], dtype=torch.long)
+
+    def with_transform(self, transform: Callable[[Image.Image], torch.Tensor]) -> ImageDataset:
+        return ImageDataset(self.samples, transform)
+
+
+@dataclass
+class DataSplits:
+    """The three splits of a data set, its class names, and the preprocessing they share."""
+
+    train: ImageDataset
+    val: ImageDataset
+    test: ImageDataset
+    classes: list[str]
+    preprocessing: Preprocessing
+    deterministic_train: bool
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def split(self, name: str) -> ImageDataset:
+        if name not in ("train", "val", "test"):
+            raise Kd2trtError(f"unknown split {name!r}: use train, val or test")
+        return getattr(self, name)
+
+
+def load_data(config: DataConfig, preprocessing: Preprocessing | None = None, in_memory: bool = True
+              ) -> DataSplits:
+    """Build the splits of `config.spec`. Pass the checkpoint's `preprocessing` to reproduce it exactly.
+
+    With `in_memory`, splits whose transform is deterministic are decoded once and kept as tensors
+    when they fit (512 MiB each); larger data sets are decoded per batch.
+    """
+    kind, _, argument = config.spec.partition(":")
+    if kind == "digits":
+        if argument:
+            raise Kd2trtError(f"data spec {config.spec!r}: digits takes no path (it ships with scikit-learn)")
+        samples, classes, test_samples = _digits_samples(), [str(d) for d in range(10)], None
+    elif kind == "imagefolder":
+        samples, classes, test_samples = _imagefolder_samples(_require_path(config.spec, argument), config)
+    elif kind in _TORCHVISION_SETS:
+        samples, classes, test_samples = _torchvision_samples(kind, _require_path(config.spec, argument))
+    else:
+        raise Kd2trtError(
+            f"data spec {config.spec!r} is not known; use digits, imagefolder:PATH, cifar10:ROOT, "
+            "cifar100:ROOT, mnist:ROOT or fashionmnist:ROOT"
+        )
+    if isinstance(samples, tuple):  # imagefolder with its own train/val/test folders
+        train, val, test = samples
+    else:
+        train, val, test = _split(samples, test_samples, config)
+    if preprocessing is None:
+        preprocessing = _measure_preprocessing(train, config)
+    base = preprocessing.to_tensor
+    train_transform = preprocessing.augmenting() if config.augment else base
+    splits = DataSplits(
+        train=ImageDataset(train, train_transform),
+        val=ImageDataset(val, base),
+        test=ImageDataset(test, base),
+        classes=classes,
+        preprocessing=preprocessing,
+        deterministic_train=not config.augment,
+    )
+    if in_memory:
+        for dataset in (splits.train, splits.val, splits.test) if not config.augment else (splits.val, splits.test):
+            dataset.keep_in_memory()
+    return splits
+
+
+def labeled_mask(labels: torch.Tensor, fraction: float, seed: int) -> torch.Tensor:
+    """Mark a stratified `fraction` of `labels` (at least one per class) as labeled, reproducibly."""
+    mask = torch.zeros(len(labels), dtype=torch.bool)
+    if fraction >= 1.0:
+        return mask.fill_(True)
+    generator = torch.Generator().manual_seed(seed)
+    for cls in labels.unique():
+        members = torch.nonzero(labels == cls).flatten()
+        keep = max(1, round(fraction * len(members)))
+        chosen = members[torch.randperm(len(members), generator=generator)[:keep]]
+        mask[chosen] = True
+    return mask
+
+
+def _require_path(spec: str, argument: str) -> Path:
+    if not argument:
+        raise Kd2trtError(f"data spec {spec!r} needs a path, e.g. {spec.split(':')[0]}:/data/{spec.split(':')[0]}")
+    path = Path(argument).expanduser()
+    if not path.exists():
+        raise Kd2trtError(f"{path}: data set path does not exist (from spec {spec!r}); fix the path")
+    return path
+
+
+def _digits_samples() -> list[Sample]:
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = np.clip(np.round(digits.images * (255.0 / 16.0)), 0, 255).astype(np.uint8)
+    return [Sample(label=int(label), array=image) for image, label in zip(images, digits.target, strict=True)]
+
+
+def _class_folders(root: Path) -> list[Path]:
+    return sorted(child for child in root.iterdir() if child.is_dir() and not child.name.startswith("."))
+
+
+def _folder_samples(root: Path, classes: list[str]) -> list[Sample]:
+    samples = []
+    for index, name in enumerate(classes):
+        folder = root / name
+        if not folder.is_dir():
+            raise Kd2trtError(f"{folder}: class folder missing (other splits have class {name!r}); add it")
+        files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        samples.extend(Sample(label=index, path=path) for path in files)
+    if not samples:
+        raise Kd2trtError(f"{root}: no images found (expected CLASS/*.png|jpg|… under it)")
+    return samples
+
+
+def _imagefolder_samples(root: Path, config: DataConfig) -> tuple[Any, list[str], None]:
+    """Either ROOT/{train,val,test}/CLASS/* (as in the chest-X-ray layout) or ROOT/CLASS/*."""
+    if not root.is_dir():
+        raise Kd2trtError(f"{root}: not a folder; imagefolder expects ROOT/CLASS/image files")
+    if (root / "train").is_dir():
+        classes = [folder.name for folder in _class_folders(root / "train")]
+        if not classes:
+            raise Kd2trtError(f"{root / 'train'}: no class folders; expected train/CLASS/image files")
+        train = _folder_samples(root / "train", classes)
+        test = _folder_samples(root / "test", classes) if (root / "test").is_dir() else None
+        if (root / "val").is_dir():
+            val = _folder_samples(root / "val", classes)
+            if test is None:
+                train, test = _stratified(train, config.test_fraction, config.split_seed)
+            return (train, val, test), classes, None
+        return train, classes, test
+    classes = [folder.name for folder in _class_folders(root)]
+    if not classes:
+        raise Kd2trtError(f"{root}: no class folders; imagefolder expects ROOT/CLASS/image files")
+    return _folder_samples(root, classes), classes, None
+
+
+def _torchvision_samples(kind: str, root: Path) -> tuple[list[Sample], list[str], list[Sample]]:
+    import torchvision.datasets as tvd
+
+    class_name, expected = _TORCHVISION_SETS[kind]
+    factory = getattr(tvd, class_name)
+    try:
+        train_set = factory(str(root), train=True, download=False)
+        test_set = factory(str(root), train=False, download=False)
+    except (RuntimeError, FileNotFoundError) as exc:
+        raise Kd2trtError(
+            f"{root}: {kind} files not found ({exc}); expected {expected} — kd2trt never downloads"
+        ) from None
+
+    def samples(dataset: Any) -> list[Sample]:
+        data = dataset.data.numpy() if isinstance(dataset.data, torch.Tensor) else np.asarray(dataset.data)
+        return [Sample(label=int(t), array=a) for a, t in zip(data, dataset.targets, strict=True)]
+
+    return samples(train_set), list(train_set.classes), samples(test_set)
+
+
+def _stratified(samples: list[Sample], fraction: float, seed: int) -> tuple[list[Sample], list[Sample]]:
+    labels = [sample.label for sample in samples]
+    counts = np.bincount(labels)
+    stratify = labels if counts[counts > 0].min() >= 2 else None
+    keep, held = train_test_split(samples, test_size=fraction, random_state=seed, stratify=stratify)
+    return list(keep), list(held)
+
+
+def _split(samples: list[Sample], test: list[Sample] | None, config: DataConfig):
+    """Seeded stratified split; a data set's own test split is kept when it has one."""
+    if len(samples) < 10:
+        raise Kd2trtError(f"data spec {config.spec!r}: only {len(samples)} images, too few to split")
+    if test is None:
+        samples, test = _stratified(samples, config.test_fraction, config.split_seed)
+        val_share = config.val_fraction / (1.0 - config.test_fraction)
+    else:
+        val_share = config.val_fraction
+    train, val = _stratified(samples, val_share, config.split_seed)
+    return train, val, test
+
+
+def _measure_preprocessing(train: list[Sample], config: DataConfig, limit: int = 2000) -> Preprocessing:
+    """Channels, mean and std from (up to `limit` images of) the training split, unless configured."""
+    first = train[0].load()
+    channels = config.channels or (1 if first.mode in ("L", "1", "I", "I;16", "F") else 3)
+    if config.mean is not None and config.std is not None:
+        mean, std = tuple(config.mean), tuple(config.std)
+        if len(mean) != channels or len(std) != channels:
+            raise Kd2trtError(f"data.mean/std need {channels} values (one per channel)")
+    else:
+        raw = Preprocessing(image_size=config.image_size, channels=channels,
+                            mean=(0.0,) * channels, std=(1.0,) * channels)
+        step = max(1, len(train) // limit)
+        stack = torch.stack([raw.to_tensor(sample.load()) for sample in train[::step]])
+        mean = tuple(round(float(v), 6) for v in stack.mean(dim=(0, 2, 3)))
+        std = tuple(round(max(float(v), 1e-6), 6) for v in stack.std(dim=(0, 2, 3)))
+    return Preprocessing(image_size=config.image_size, channels=channels, mean=mean, std=std)

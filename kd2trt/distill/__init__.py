@@ -1,0 +1,1 @@
+"""Knowledge distillation: the losses, and the trainer of teacher, student and scratch baseline."""

@@ -1,0 +1,224 @@
+"""The epoch loop shared by every training stage: optimiser, schedule, AMP, DDP, resume, selection.
+
+Reproducibility is by construction: the sampler's shuffle and the global RNG are re-seeded from
+(seed, epoch) at the start of every epoch, so a run resumed from epoch k's state is bit-identical
+on the CPU to one that never stopped. That is also what makes `--resume` after kill -9 trustworthy.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset
+from torch.utils.data.distributed import DistributedSampler
+
+from kd2trt.artifacts import atomic_torch_save, atomic_write_json
+from kd2trt.config import TrainConfig
+from kd2trt.distill.distributed import DistContext
+from kd2trt.errors import Kd2trtError
+from kd2trt.evaluation import predict, top1
+
+StepFn = Callable[[nn.Module, tuple[torch.Tensor, torch.Tensor, torch.Tensor]], tuple[torch.Tensor, dict[str, float]]]
+CheckpointFn = Callable[[nn.Module, dict[str, Any]], dict[str, Any]]
+
+
+@dataclass
+class Stage:
+    """One training stage: what is optimised, how a batch becomes a loss, and what is selected on."""
+
+    role: str
+    train: TrainConfig
+    trainable: nn.Module          # everything optimised (the model, plus a hint adapter when distilling)
+    model: nn.Module              # the model evaluated on the validation split and checkpointed
+    train_set: Dataset
+    step: StepFn
+    make_checkpoint: CheckpointFn  # (model, metrics) -> checkpoint dict for <role>.pt
+    config_hash: str
+
+
+@dataclass
+class FitResult:
+    best_epoch: int
+    best_val_top1: float
+    epochs_run: int
+    seconds: float
+    history: list[dict[str, Any]] = field(default_factory=list)
+    resumed_from: int | None = None
+
+
+def build_optimizer(params: list[nn.Parameter], config: TrainConfig) -> torch.optim.Optimizer:
+    """Weight decay on weights only, not on biases and norm scales (as torchvision's references do)."""
+    decay = [p for p in params if p.ndim > 1]
+    no_decay = [p for p in params if p.ndim <= 1]
+    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.momentum > 0)
+    return torch.optim.AdamW(groups, lr=config.lr)
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, total_steps: int
+                    ) -> torch.optim.lr_scheduler.LRScheduler:
+    """Stepped once per batch so the schedule's shape does not depend on the epoch count."""
+    if config.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
+    if config.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=total_steps)
+    return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
+
+
+def _loader(dataset: Dataset, batch_size: int, num_workers: int, sampler: DistributedSampler) -> DataLoader:
+    # A final batch of one sample breaks BatchNorm in training mode; drop it only in that case.
+    drop_last = len(sampler) % batch_size == 1
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
+                      drop_last=drop_last, persistent_workers=num_workers > 0)
+
+
+def _progress(console: Console, enabled: bool) -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("loss {task.fields[loss]:.4f}"), TimeRemainingColumn(),
+                    console=console, transient=True, disable=not enabled)
+
+
+def fit(stage: Stage, val_set: Dataset, ctx: DistContext, run_dir: Path, *, seed: int, batch_size: int,
+        num_workers: int, resume: bool, console: Console, tensorboard: Any = None) -> FitResult:
+    """Train `stage` for its epochs, keeping the best-on-validation weights in `stage.model`."""
+    config = stage.train
+    last_path = run_dir / f"{stage.role}.last.pt"
+    metrics_path = run_dir / f"{stage.role}.metrics.json"
+    sampler = DistributedSampler(stage.train_set, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True,
+                                 seed=seed, drop_last=False)
+    loader = _loader(stage.train_set, batch_size, num_workers, sampler)
+    steps_per_epoch = len(loader)
+    if steps_per_epoch == 0:
+        raise Kd2trtError(f"{stage.role}: the training split has no batch; lower data.batch_size")
+    params = [p for p in stage.trainable.parameters() if p.requires_grad]
+    optimizer = build_optimizer(params, config)
+    scheduler = build_scheduler(optimizer, config, config.epochs * steps_per_epoch)
+    use_amp = config.amp and ctx.device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    module: nn.Module = stage.trainable
+    if ctx.distributed:
+        device_ids = [ctx.device] if ctx.device.type == "cuda" else None
+        module = DistributedDataParallel(stage.trainable, device_ids=device_ids)
+
+    result = FitResult(best_epoch=-1, best_val_top1=-math.inf, epochs_run=0, seconds=0.0)
+    best_state = {k: v.detach().clone() for k, v in stage.model.state_dict().items()}
+    start_epoch = 0
+    if resume and last_path.is_file():
+        state = _read_resume_state(last_path, stage.config_hash)
+        stage.trainable.load_state_dict(state["trainable"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        best_state = state["best_state"]
+        result = FitResult(best_epoch=state["best_epoch"], best_val_top1=state["best_val_top1"],
+                           epochs_run=state["epoch"] + 1, seconds=state["seconds"], history=state["history"],
+                           resumed_from=state["epoch"] + 1)
+        start_epoch = state["epoch"] + 1
+        if ctx.is_main and start_epoch < config.epochs:
+            console.print(f"[cyan]{stage.role}[/]: resuming at epoch {start_epoch + 1} from {last_path}")
+
+    with _progress(console, ctx.is_main and console.is_terminal) as progress:
+        for epoch in range(start_epoch, config.epochs):
+            sampler.set_epoch(epoch)
+            torch.manual_seed(seed * 100_003 + epoch)
+            task = progress.add_task(f"{stage.role} {epoch + 1}/{config.epochs}", total=steps_per_epoch, loss=0.0)
+            started = time.perf_counter()
+            module.train()
+            total_loss, terms_sum, batches = 0.0, {}, 0
+            for batch in loader:
+                batch = tuple(t.to(ctx.device, non_blocking=True) for t in batch)
+                with torch.autocast(ctx.device.type, dtype=torch.float16, enabled=use_amp):
+                    loss, terms = stage.step(module, batch)
+                if not torch.isfinite(loss):
+                    raise Kd2trtError(f"{stage.role}: loss became {loss.item()} at epoch {epoch + 1}; "
+                                      f"lower {stage.role}.train.lr (now {config.lr})")
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                scheduler.step()
+                total_loss += loss.item()
+                batches += 1
+                for key, value in terms.items():
+                    terms_sum[key] = terms_sum.get(key, 0.0) + value
+                progress.update(task, advance=1, loss=total_loss / batches)
+            train_seconds = time.perf_counter() - started
+            progress.remove_task(task)
+            val_logits, val_labels = predict(stage.model, val_set, ctx.device)
+            val_top1 = top1(val_logits, val_labels)
+            seconds = time.perf_counter() - started
+            record = {"epoch": epoch + 1, "train_loss": total_loss / batches,
+                      **{f"loss_{k}": v / batches for k, v in terms_sum.items()},
+                      "val_top1": val_top1, "lr": optimizer.param_groups[0]["lr"],
+                      "train_seconds": train_seconds, "seconds": seconds}
+            result.history.append(record)
+            result.seconds += seconds
+            result.epochs_run = epoch + 1
+            improved = val_top1 > result.best_val_top1
+            if improved:
+                result.best_val_top1, result.best_epoch = val_top1, epoch + 1
+                best_state = {k: v.detach().clone() for k, v in stage.model.state_dict().items()}
+            if ctx.is_main:
+                if improved:
+                    atomic_torch_save(stage.make_checkpoint(stage.model, _best_metrics(result)),
+                                      run_dir / f"{stage.role}.pt")
+                atomic_torch_save(_resume_state(stage, optimizer, scheduler, scaler, best_state, result, epoch),
+                                  last_path)
+                atomic_write_json(metrics_path, result.history)
+                if tensorboard is not None:
+                    for key, value in record.items():
+                        if key != "epoch":
+                            tensorboard.add_scalar(f"{stage.role}/{key}", value, epoch + 1)
+                console.print(f"[cyan]{stage.role:8s}[/] epoch {epoch + 1:3d}/{config.epochs}  "
+                              f"loss {record['train_loss']:.4f}  val top-1 {val_top1:6.2f}%"
+                              f"{' *' if improved else '  '}  {seconds:5.2f}s")
+            ctx.barrier()
+    stage.model.load_state_dict(best_state)
+    return result
+
+
+def _best_metrics(result: FitResult) -> dict[str, Any]:
+    return {"best_epoch": result.best_epoch, "val_top1": result.best_val_top1, "epochs_run": result.epochs_run}
+
+
+def _resume_state(stage: Stage, optimizer: torch.optim.Optimizer, scheduler: Any, scaler: torch.amp.GradScaler,
+                  best_state: dict[str, torch.Tensor], result: FitResult, epoch: int) -> dict[str, Any]:
+    return {
+        "kd2trt": {"format": 1, "role": f"{stage.role}-resume"},
+        "config_hash": stage.config_hash,
+        "epoch": epoch,
+        "trainable": stage.trainable.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "scaler": scaler.state_dict(),
+        "best_state": best_state,
+        "best_epoch": result.best_epoch,
+        "best_val_top1": result.best_val_top1,
+        "seconds": result.seconds,
+        "history": result.history,
+    }
+
+
+def _read_resume_state(path: Path, config_hash: str) -> dict[str, Any]:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise Kd2trtError(f"{path}: unreadable resume state ({str(exc)[:120]}); delete it to start the "
+                          "stage afresh") from None
+    if not isinstance(state, dict) or "config_hash" not in state or "trainable" not in state:
+        raise Kd2trtError(f"{path}: not a kd2trt resume state; delete it to start the stage afresh")
+    if state["config_hash"] != config_hash:
+        raise Kd2trtError(f"{path}: was written by a run with another config; delete it, or run without "
+                          "--resume to start afresh")
+    return state

@@ -1,0 +1,337 @@
+"""`kd2trt distill`: teacher (trained, fine-tuned or loaded) → KD student, and the scratch baseline.
+
+Protocol (the default recipe): the teacher learns from every training label; the student sees the
+labels of only `data.labeled_fraction` of the training split, while the distillation terms use
+every training image — the teacher labels the rest. The baseline is the same student trained from
+scratch on the labeled part alone, with the same number of optimiser steps, so `distill.json`
+measures what distillation adds instead of claiming it.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+from rich.table import Table
+from torch import nn
+from torch.utils.data import DataLoader, Subset
+
+from kd2trt.artifacts import atomic_write_json, atomic_write_text
+from kd2trt.config import ModelConfig, RunConfig, dump_config
+from kd2trt.data import DataSplits, ImageDataset, labeled_mask, load_data
+from kd2trt.distill.checkpoint import make_checkpoint
+from kd2trt.distill.distributed import DistContext, init_distributed
+from kd2trt.distill.loop import FitResult, Stage, fit
+from kd2trt.distill.losses import DistillationLoss, HintAdapter, hard_label_ce
+from kd2trt.errors import Kd2trtError
+from kd2trt.evaluation import predict, top1
+from kd2trt.models import FeatureTap, build_model, count_parameters, load_weights, model_spec, tapped
+
+
+@dataclass
+class TeacherOutputs:
+    """The teacher's logits (and hint features) for every training image, computed once.
+
+    Valid only when the training transform is deterministic: then epoch k's image i is the same
+    tensor as epoch 0's and so is the teacher's answer, and a distillation epoch costs about what
+    training the student alone costs.
+    """
+
+    logits: torch.Tensor
+    features: torch.Tensor | None
+
+    @classmethod
+    @torch.no_grad()
+    def compute(cls, teacher: nn.Module, dataset: ImageDataset, device: torch.device, tap_path: str | None
+                ) -> TeacherOutputs:
+        teacher.eval()
+        logits, features = [], []
+        tap = FeatureTap(teacher, tap_path, "teacher") if tap_path else None
+        try:
+            for images, _, _ in DataLoader(dataset, batch_size=256, shuffle=False):
+                logits.append(teacher(images.to(device)).float())
+                if tap is not None:
+                    features.append(tap.take().float())
+        finally:
+            if tap is not None:
+                tap.remove()
+        return cls(torch.cat(logits), torch.cat(features) if tap is not None else None)
+
+
+class StudentWithAdapter(nn.Module):
+    """The student plus the hint adapter, as one module so DDP synchronises the adapter's gradients too."""
+
+    def __init__(self, student: nn.Module, tap_path: str | None, adapter: HintAdapter | None):
+        super().__init__()
+        self.student = student
+        self.adapter = adapter
+        self._tap = FeatureTap(student, tap_path, "student") if adapter is not None and tap_path else None
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        logits = self.student(images)
+        adapted = self.adapter(self._tap.take()) if self._tap is not None and self.adapter is not None else None
+        return logits, adapted
+
+
+@dataclass
+class StageReport:
+    role: str
+    params: int
+    val_top1: float
+    test_top1: float
+    trained: bool
+    fit: FitResult | None
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"params": self.params, "val_top1": self.val_top1, "test_top1": self.test_top1,
+                               "trained": self.trained}
+        if self.fit is not None:
+            train_seconds = [h["train_seconds"] for h in self.fit.history]
+            out.update(best_epoch=self.fit.best_epoch, epochs=self.fit.epochs_run, seconds=self.fit.seconds,
+                       train_seconds_per_epoch=sum(train_seconds) / max(1, len(train_seconds)),
+                       resumed_from_epoch=self.fit.resumed_from)
+        return out
+
+
+class DistillRun:
+    """The stages of one `kd2trt distill` invocation, sharing data, device and run directory."""
+
+    def __init__(self, config: RunConfig, run_dir: Path, resume: bool, console: Console):
+        self.config = config
+        self.run_dir = run_dir
+        self.resume = resume
+        self.console = console
+        self.ctx: DistContext = init_distributed(config.device)
+        self.data: DataSplits = load_data(config.data)
+        self.tensorboard = _tensorboard_writer(run_dir) if config.tensorboard and self.ctx.is_main else None
+        train_labels = self.data.train.labels
+        self.labeled = labeled_mask(train_labels, config.data.labeled_fraction, config.seed)
+
+    # ------------------------------------------------------------------------------------------ helpers
+    def _new_model(self, model_config: ModelConfig, role: str) -> tuple[nn.Module, dict[str, Any]]:
+        spec = model_spec(model_config.arch, self.data.preprocessing.channels, self.data.num_classes,
+                          model_config.channels, model_config.blocks, model_config.dropout)
+        torch.manual_seed(self.config.seed + {"teacher": 0, "student": 1, "baseline": 1}[role])
+        return build_model(spec).to(self.ctx.device), spec
+
+    def _data_record(self) -> dict[str, Any]:
+        data = self.config.data
+        return {"spec": data.spec, "image_size": data.image_size, "channels": self.data.preprocessing.channels,
+                "val_fraction": data.val_fraction, "test_fraction": data.test_fraction,
+                "split_seed": data.split_seed, "labeled_fraction": data.labeled_fraction}
+
+    def _checkpoint_fn(self, role: str, spec: dict[str, Any]):
+        def make(model: nn.Module, metrics: dict[str, Any]) -> dict[str, Any]:
+            return make_checkpoint(role, spec, model.state_dict(), self.data.classes, self._data_record(),
+                                   self.data.preprocessing, metrics)
+        return make
+
+    def _fit(self, stage: Stage) -> FitResult:
+        return fit(stage, self.data.val, self.ctx, self.run_dir, seed=self.config.seed,
+                   batch_size=self.config.data.batch_size, num_workers=self.config.data.num_workers,
+                   resume=self.resume, console=self.console, tensorboard=self.tensorboard)
+
+    def _finish(self, role: str, model: nn.Module, spec: dict[str, Any], result: FitResult | None) -> StageReport:
+        """Score the selected weights on val and test and write the final `<role>.pt`."""
+        val_top1 = top1(*predict(model, self.data.val, self.ctx.device))
+        test_top1 = top1(*predict(model, self.data.test, self.ctx.device))
+        report = StageReport(role, count_parameters(model), val_top1, test_top1, result is not None, result)
+        if self.ctx.is_main:
+            from kd2trt.artifacts import atomic_torch_save
+
+            metrics = {k: v for k, v in report.as_dict().items() if k != "params"}
+            atomic_torch_save(self._checkpoint_fn(role, spec)(model, metrics), self.run_dir / f"{role}.pt")
+        self.ctx.barrier()
+        return report
+
+    def _ce_step(self, label_smoothing: float):
+        def step(module: nn.Module, batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, dict[str, float]]:
+            images, labels, _ = batch
+            loss = hard_label_ce(module(images), labels, label_smoothing=label_smoothing)
+            return loss, {"ce": float(loss.detach())}
+        return step
+
+    # ------------------------------------------------------------------------------------------- stages
+    def teacher(self) -> tuple[nn.Module, StageReport]:
+        cfg = self.config.teacher
+        model, spec = self._new_model(cfg, "teacher")
+        if cfg.feature_tap and self.config.distill.beta > 0:
+            FeatureTap(model, cfg.feature_tap, "teacher").remove()  # fail now, not after training
+        if cfg.weights is not None:
+            fresh = load_weights(model, cfg.weights, finetune=cfg.finetune, role="teacher")
+            if fresh and self.ctx.is_main:
+                self.console.print(f"teacher: {cfg.weights}: re-initialised {', '.join(fresh)} for "
+                                   f"{self.data.num_classes} classes")
+            if not cfg.finetune:
+                return model, self._finish("teacher", model, spec, None)
+        stage = Stage("teacher", cfg.train, model, model, self.data.train, self._ce_step(cfg.train.label_smoothing),
+                      self._checkpoint_fn("teacher", spec),
+                      self.config.section_hash("seed", "data", "teacher"))
+        result = self._fit(stage)
+        return model, self._finish("teacher", model, spec, result)
+
+    def student(self, teacher: nn.Module) -> StageReport:
+        cfg, kd = self.config.student, self.config.distill
+        student, spec = self._new_model(cfg, "student")
+        teacher.eval().requires_grad_(False)
+        adapter = None
+        use_hint = kd.beta > 0
+        if use_hint:
+            if not (cfg.feature_tap and self.config.teacher.feature_tap):
+                raise Kd2trtError("distill.beta > 0 needs student.feature_tap and teacher.feature_tap "
+                                  "(module paths such as stages.2 or layer3)")
+            adapter = self._make_adapter(student, teacher).to(self.ctx.device)
+        outputs = self._teacher_outputs(teacher) if self._use_cache() else None
+        wrapped = StudentWithAdapter(student, cfg.feature_tap if use_hint else None, adapter)
+        loss_fn = DistillationLoss(kd.temperature, kd.alpha, kd.beta, cfg.train.label_smoothing)
+        labeled = self.labeled.to(self.ctx.device)
+        teacher_tap = self.config.teacher.feature_tap if use_hint else None
+
+        def step(module: nn.Module, batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, dict[str, float]]:
+            images, labels, index = batch
+            if outputs is not None:
+                t_logits = outputs.logits[index]
+                t_features = outputs.features[index] if outputs.features is not None else None
+            else:
+                with torch.no_grad():
+                    if teacher_tap:
+                        with tapped(teacher, teacher_tap, "teacher") as tap:
+                            t_logits, t_features = teacher(images), tap.take()
+                    else:
+                        t_logits, t_features = teacher(images), None
+            s_logits, adapted = module(images)
+            return loss_fn(s_logits, t_logits, labels, labeled[index], adapted, t_features)
+
+        stage = Stage("student", cfg.train, wrapped, student, self.data.train, step,
+                      self._checkpoint_fn("student", spec),
+                      self.config.section_hash("seed", "data", "teacher", "student", "distill"))
+        result = self._fit(stage)
+        return self._finish("student", student, spec, result)
+
+    def baseline(self) -> StageReport:
+        """The same student, from scratch, on the labeled images only, with the KD stage's step count."""
+        cfg = self.config.student
+        student, spec = self._new_model(cfg, "baseline")
+        labeled_index = torch.nonzero(self.labeled).flatten()
+        generator = torch.Generator().manual_seed(self.config.seed)
+        repeats = math.ceil(len(self.data.train) / len(labeled_index))
+        order = torch.cat([labeled_index[torch.randperm(len(labeled_index), generator=generator)]
+                           for _ in range(repeats)])[: len(self.data.train)]
+        stage = Stage("baseline", cfg.train, student, student, Subset(self.data.train, order.tolist()),
+                      self._ce_step(cfg.train.label_smoothing), self._checkpoint_fn("baseline", spec),
+                      self.config.section_hash("seed", "data", "student"))
+        result = self._fit(stage)
+        return self._finish("baseline", student, spec, result)
+
+    def _make_adapter(self, student: nn.Module, teacher: nn.Module) -> HintAdapter:
+        """Size the adapter from one probe batch through both models' taps."""
+        probe = torch.stack([self.data.val[i][0] for i in range(min(2, len(self.data.val)))]).to(self.ctx.device)
+        was_training = student.training
+        student.eval()
+        with torch.no_grad(), tapped(student, self.config.student.feature_tap, "student") as s_tap, \
+                tapped(teacher, self.config.teacher.feature_tap, "teacher") as t_tap:
+            student(probe)
+            teacher(probe)
+            s_shape, t_shape = s_tap.take().shape, t_tap.take().shape
+        student.train(was_training)
+        try:
+            return HintAdapter(s_shape, t_shape)
+        except ValueError as exc:
+            raise Kd2trtError(f"feature taps {self.config.student.feature_tap!r} / "
+                              f"{self.config.teacher.feature_tap!r}: {exc}") from None
+
+    def _use_cache(self) -> bool:
+        mode = self.config.distill.teacher_cache
+        if mode == "off":
+            return False
+        if not self.data.deterministic_train:
+            if mode == "on":
+                raise Kd2trtError("distill.teacher_cache: on needs a deterministic training transform; "
+                                  "set data.augment: false or teacher_cache: auto")
+            return False
+        if mode == "on":
+            return True
+        n = len(self.data.train)
+        per_item = self.data.num_classes
+        if self.config.distill.beta > 0:
+            size = self.data.preprocessing.image_size
+            per_item += 4 * size * size * 64  # rough upper bound of a feature map; refined after computing
+        return n * per_item * 4 <= self.config.distill.cache_max_mb * 2**20
+
+    def _teacher_outputs(self, teacher: nn.Module) -> TeacherOutputs:
+        started = time.perf_counter()
+        tap = self.config.teacher.feature_tap if self.config.distill.beta > 0 else None
+        outputs = TeacherOutputs.compute(teacher, self.data.train, self.ctx.device, tap)
+        if self.ctx.is_main:
+            self.console.print(f"teacher outputs cached for {len(outputs.logits)} training images in "
+                               f"{time.perf_counter() - started:.2f}s")
+        return outputs
+
+
+def run_distill(config: RunConfig, run_dir: Path | None = None, *, resume: bool = False,
+                console: Console | None = None) -> dict[str, Any]:
+    """Run teacher → student (→ baseline); write checkpoints, metrics and `distill.json`; return the summary."""
+    console = console or Console()
+    run_dir = Path(run_dir or config.run_dir)
+    started = time.perf_counter()
+    run = DistillRun(config, run_dir, resume, console)
+    if run.ctx.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run_dir / "config.yaml", dump_config(config))
+    run.ctx.barrier()
+    teacher, teacher_report = run.teacher()
+    reports = [teacher_report, run.student(teacher)]
+    if config.distill.baseline:
+        reports.append(run.baseline())
+    summary = _summary(config, run, reports, time.perf_counter() - started)
+    if run.ctx.is_main:
+        atomic_write_json(run_dir / "distill.json", summary)
+        console.print(_summary_table(reports))
+        console.print(f"checkpoints, metrics and distill.json in {run_dir}")
+    if run.tensorboard is not None:
+        run.tensorboard.close()
+    return summary
+
+
+def _summary(config: RunConfig, run: DistillRun, reports: list[StageReport], seconds: float) -> dict[str, Any]:
+    by_role = {r.role: r for r in reports}
+    summary: dict[str, Any] = {
+        "run": config.name, "seed": config.seed, "device": str(run.ctx.device), "world_size": run.ctx.world_size,
+        "labeled_fraction": config.data.labeled_fraction,
+        "labeled_images": int(run.labeled.sum()), "train_images": len(run.data.train),
+        "test_images": len(run.data.test), "num_classes": run.data.num_classes,
+        "teacher_cache": run._use_cache(),
+        **{role: report.as_dict() for role, report in by_role.items()},
+        "wall_seconds": seconds,
+    }
+    teacher, student = by_role["teacher"], by_role["student"]
+    summary["compression"] = teacher.params / student.params
+    summary["teacher_gap_points"] = teacher.test_top1 - student.test_top1
+    if "baseline" in by_role:
+        summary["kd_gain_points"] = student.test_top1 - by_role["baseline"].test_top1
+    return summary
+
+
+def _summary_table(reports: list[StageReport]) -> Table:
+    table = Table(title="kd2trt distill — test split")
+    for column in ("model", "params", "test top-1", "val top-1", "best epoch", "s/epoch"):
+        table.add_column(column, justify="right" if column != "model" else "left")
+    for report in reports:
+        d = report.as_dict()
+        name = {"student": "student (KD)", "baseline": "student (scratch)"}.get(report.role, report.role)
+        table.add_row(name, f"{report.params:,}", f"{report.test_top1:.2f}%", f"{report.val_top1:.2f}%",
+                      str(d.get("best_epoch", "—")), f"{d['train_seconds_per_epoch']:.2f}" if report.fit else "—")
+    return table
+
+
+def _tensorboard_writer(run_dir: Path) -> Any:
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise Kd2trtError("tensorboard: true needs the tensorboard package: pip install tensorboard") from None
+    return SummaryWriter(log_dir=str(run_dir / "tensorboard"))

@@ -1,0 +1,264 @@
+"""Model registry, weight loading and feature taps.
+
+Names: `cnn` (the built-in small CNN, sized by `channels` and `blocks`), any torchvision
+classification model (`resnet18`, `mobilenet_v3_small`, …), and `timm:NAME` when timm is
+installed. Every model is adapted to the data's channels and classes at construction, so the same
+name works for 1-channel digits and 3-channel photographs.
+
+The built-in CNN is Conv-BN-ReLU only: the pattern TensorRT fuses into one kernel and quantises
+cleanly, which is what a student headed for a Jetson should be made of.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from kd2trt.errors import Kd2trtError
+
+_WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+
+
+class ConvBNReLU(nn.Sequential):
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1):
+        super().__init__(
+            nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False),
+            nn.BatchNorm2d(out_channels),
+            nn.ReLU(inplace=True),
+        )
+
+
+class SmallCNN(nn.Module):
+    """Stages of Conv-BN-ReLU blocks (stride 2 from the second stage on), global pooling, a linear head.
+
+    Module paths are stable (`stages.0`, `stages.1`, …, `classifier`) so recipes can name feature taps.
+    """
+
+    def __init__(self, in_channels: int, num_classes: int, channels: list[int], blocks: int = 1,
+                 dropout: float = 0.0):
+        super().__init__()
+        stages = []
+        previous = in_channels
+        for index, width in enumerate(channels):
+            layers = [ConvBNReLU(previous, width, stride=1 if index == 0 else 2)]
+            layers += [ConvBNReLU(width, width) for _ in range(blocks - 1)]
+            stages.append(nn.Sequential(*layers))
+            previous = width
+        self.stages = nn.Sequential(*stages)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(previous, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pool(self.stages(x)).flatten(1)
+        return self.classifier(self.dropout(x))
+
+
+def build_model(spec: dict[str, Any]) -> nn.Module:
+    """Build from a spec dict: arch, in_channels, num_classes, and channels/blocks/dropout for `cnn`.
+
+    The same dict is stored in checkpoints, so a checkpoint rebuilds its own model.
+    """
+    arch = spec["arch"]
+    in_channels, num_classes = int(spec["in_channels"]), int(spec["num_classes"])
+    if arch == "cnn":
+        return SmallCNN(in_channels, num_classes, list(spec["channels"]), int(spec.get("blocks", 1)),
+                        float(spec.get("dropout", 0.0)))
+    if arch.startswith("timm:"):
+        try:
+            import timm
+        except ImportError:
+            raise Kd2trtError(f"model {arch!r} needs timm: pip install timm") from None
+        try:
+            return timm.create_model(arch[5:], pretrained=False, num_classes=num_classes, in_chans=in_channels)
+        except RuntimeError as exc:
+            raise Kd2trtError(f"model {arch!r}: {exc}") from None
+    import torchvision.models as tvm
+
+    if arch not in tvm.list_models(module=tvm):
+        raise Kd2trtError(
+            f"model {arch!r} is not known: use cnn, a torchvision classification model "
+            "(resnet18, mobilenet_v3_small, …) or timm:NAME"
+        )
+    model = tvm.get_model(arch, weights=None, num_classes=num_classes)
+    if in_channels != 3:
+        _replace_first_conv(model, in_channels)
+    return model
+
+
+def model_spec(arch: str, in_channels: int, num_classes: int, channels: list[int] | None = None,
+               blocks: int = 1, dropout: float = 0.0) -> dict[str, Any]:
+    """The checkpoint-stored description of a model (plain types only, for `weights_only` loading)."""
+    spec: dict[str, Any] = {"arch": arch, "in_channels": in_channels, "num_classes": num_classes}
+    if arch == "cnn":
+        if not channels:
+            raise Kd2trtError("arch 'cnn' needs channels, e.g. channels: [8, 16, 32]")
+        spec.update(channels=list(channels), blocks=blocks, dropout=dropout)
+    return spec
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def _replace_first_conv(model: nn.Module, in_channels: int) -> None:
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Conv2d):
+            replacement = nn.Conv2d(in_channels, module.out_channels, module.kernel_size, module.stride,
+                                    module.padding, module.dilation, module.groups, module.bias is not None)
+            parent = model.get_submodule(name.rsplit(".", 1)[0]) if "." in name else model
+            setattr(parent, name.rsplit(".", 1)[-1], replacement)
+            return
+    raise Kd2trtError(f"{type(model).__name__}: no Conv2d found to adapt to {in_channels} input channels")
+
+
+# --------------------------------------------------------------------------------------------- weights
+
+def strip_wrapper_prefixes(key: str) -> str:
+    """`module.` (DDP) and `_orig_mod.` (torch.compile) prefixes, in any order and number, removed."""
+    changed = True
+    while changed:
+        changed = False
+        for prefix in _WRAPPER_PREFIXES:
+            if key.startswith(prefix):
+                key, changed = key[len(prefix):], True
+    return key
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """A state dict from a bare state dict or a checkpoint (kd2trt's, or {'state_dict'|'model': …})."""
+    if not path.is_file():
+        raise Kd2trtError(f"{path}: weights file not found; fix the path")
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise Kd2trtError(f"{path}: not a readable PyTorch checkpoint ({reason[:160]}); re-save it with "
+                          "torch.save(model.state_dict(), path)") from None
+    if isinstance(loaded, dict):
+        for key in ("state_dict", "model_state_dict", "model"):
+            if isinstance(loaded.get(key), dict) and all(isinstance(v, torch.Tensor) for v in loaded[key].values()):
+                loaded = loaded[key]
+                break
+    if not isinstance(loaded, dict) or not loaded or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
+        raise Kd2trtError(f"{path}: holds no state dict of tensors; save model.state_dict() instead")
+    return {strip_wrapper_prefixes(k): v for k, v in loaded.items()}
+
+
+def load_weights(model: nn.Module, path: Path, *, finetune: bool = False, role: str = "teacher") -> list[str]:
+    """Load `path` into `model`; return the names of parameters left freshly initialised.
+
+    Strict by default: classes or channels that do not fit the data are an error naming both
+    shapes. With `finetune`, a classifier whose class count differs is re-initialised and a first
+    conv whose input channels differ is averaged over them (ImageNet RGB weights → 1-channel data).
+    """
+    state = read_state_dict(path)
+    own = model.state_dict()
+    head_keys = _classifier_keys(model)
+    first_conv_key = _first_conv_weight_key(model)
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    if missing or unexpected:
+        detail = f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}"
+        raise Kd2trtError(f"{path}: does not match the {role} architecture ({detail}); check --{role} arch "
+                          "or the file")
+    reinitialised: list[str] = []
+    for key, tensor in list(state.items()):
+        expected = own[key].shape
+        if tensor.shape == expected:
+            continue
+        if key in head_keys:
+            if not finetune:
+                raise Kd2trtError(
+                    f"{path}: {role} classifier has {tensor.shape[0]} outputs but the data has {expected[0]} "
+                    f"classes; use weights trained on this data, or fine-tune (--{role}-finetune) to replace the head"
+                )
+            state[key] = own[key]
+            reinitialised.append(key)
+        elif key == first_conv_key and tensor.shape[0] == expected[0] and tensor.shape[2:] == expected[2:]:
+            if not finetune:
+                raise Kd2trtError(
+                    f"{path}: {role} takes {tensor.shape[1]}-channel images but the data has {expected[1]} "
+                    f"channel(s); set data.channels: {tensor.shape[1]}, or fine-tune (--{role}-finetune)"
+                )
+            state[key] = tensor.mean(dim=1, keepdim=True).expand(expected).clone()
+        else:
+            raise Kd2trtError(f"{path}: {key} has shape {tuple(tensor.shape)}, the {role} expects "
+                              f"{tuple(expected)}; the weights are for another architecture")
+    model.load_state_dict(state)
+    return reinitialised
+
+
+def _classifier_keys(model: nn.Module) -> set[str]:
+    """Keys of the last Linear layer (the classifier head in every supported family)."""
+    last = None
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Linear):
+            last = name
+    return {f"{last}.weight", f"{last}.bias"} if last is not None else set()
+
+
+def _first_conv_weight_key(model: nn.Module) -> str | None:
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Conv2d):
+            return f"{name}.weight"
+    return None
+
+
+# ------------------------------------------------------------------------------------------ feature taps
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The user's model inside DDP (`.module`) and torch.compile (`._orig_mod`) wrappers."""
+    while True:
+        inner = getattr(model, "module", None) or getattr(model, "_orig_mod", None)
+        if not isinstance(inner, nn.Module):
+            return model
+        model = inner
+
+
+def resolve_module(model: nn.Module, path: str, role: str = "model") -> nn.Module:
+    """The submodule at `path` (e.g. `layer3`, `stages.2`), prefixes of wrappers ignored on both sides."""
+    inner = unwrap(model)
+    clean = strip_wrapper_prefixes(path)
+    try:
+        return inner.get_submodule(clean)
+    except AttributeError:
+        names = [name for name, _ in inner.named_modules() if name and name.count(".") <= 1]
+        hint = ", ".join(names[:12]) + (" …" if len(names) > 12 else "")
+        raise Kd2trtError(f"{role} feature_tap {path!r} is not a module of {type(inner).__name__}; "
+                          f"choose one of: {hint}") from None
+
+
+class FeatureTap:
+    """Captures the output of one submodule on every forward pass (a forward hook)."""
+
+    def __init__(self, model: nn.Module, path: str, role: str = "model"):
+        self.path = path
+        self.output: torch.Tensor | None = None
+        self._handle = resolve_module(model, path, role).register_forward_hook(self._hook)
+
+    def _hook(self, _module: nn.Module, _inputs: Any, output: Any) -> None:
+        self.output = output[0] if isinstance(output, (tuple, list)) else output
+
+    def remove(self) -> None:
+        self._handle.remove()
+
+    def take(self) -> torch.Tensor:
+        if self.output is None:
+            raise RuntimeError(f"feature tap {self.path!r} saw no forward pass")
+        output, self.output = self.output, None
+        return output
+
+
+@contextlib.contextmanager
+def tapped(model: nn.Module, path: str, role: str = "model") -> Iterator[FeatureTap]:
+    tap = FeatureTap(model, path, role)
+    try:
+        yield tap
+    finally:
+        tap.remove()

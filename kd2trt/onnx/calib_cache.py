@@ -1,0 +1,460 @@
+"""TensorRT INT8 calibration caches (implicit quantization, TensorRT 8.5-10.x): read, write, check, create.
+
+kd2trt computes activation ranges itself (after distillation, on the host that has the calibration data)
+and hands them to TensorRT as a calibration cache, so that the engine can be built later -- possibly on
+another machine -- without the data. That only works if the file is byte-for-byte what TensorRT's own
+calibrator would have written, because TensorRT does not report a cache it cannot use: when the header
+differs from the string it expects it silently discards the cache and recalibrates (and fails outright when
+no calibration data is attached). So this module reproduces the format exactly and checks the header
+itself, to turn that silent failure into a one-line error that names the file and the fix.
+
+The format, as written by TensorRT 8.5-10.x::
+
+    TRT-<version number>-<algorithm>\\n
+    <tensor name>: <hex>\\n          (one line per tensor, in TensorRT's order)
+
+* ``<version number>`` is ``major*1000 + minor*100 + patch`` on TensorRT <= 8.x (``TRT-8502``) and
+  ``major*10000 + minor*100 + patch`` on 10.x (``TRT-100300``); see :attr:`TrtVersion.header_number`.
+* ``<algorithm>`` is the name of the calibrator's algorithm (``EntropyCalibration2``, ...).
+* ``<hex>`` is the big-endian IEEE-754 float32 bit pattern of the **scale** ``amax / 127``, in lowercase
+  hex without zero padding: a zero scale is a bare ``0`` and ``+inf`` is ``7f800000``.
+* Tensor names may themselves contain ``": "`` (TorchScript-style names do), so a line is split on its
+  **last** ``": "``. The file ends with a newline.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+
+from kd2trt.artifacts import atomic_write_bytes
+from kd2trt.errors import Kd2trtError
+
+__all__ = [
+    "CALIBRATION_ALGORITHMS",
+    "TRT_ALGORITHMS",
+    "CalibCacheError",
+    "CalibrationCache",
+    "TrtVersion",
+    "check_compatible",
+    "parse_cache",
+    "read_cache",
+    "resolve_algorithm",
+    "write_cache",
+]
+
+
+class CalibCacheError(Kd2trtError):
+    """A calibration cache that is unreadable, malformed, or made for another TensorRT/calibrator."""
+
+
+#: The algorithm names TensorRT writes in a cache header, one per ``nvinfer1::CalibrationAlgoType``
+#: (legacy, entropy, entropy 2, min-max). Anything else in a header is a typo or not a TensorRT cache,
+#: and TensorRT would silently ignore the file, so the parser refuses it.
+TRT_ALGORITHMS: frozenset[str] = frozenset(
+    {"EntropyCalibration2", "EntropyCalibration", "MinMaxCalibration", "LegacyCalibration"}
+)
+
+#: kd2trt calibration method -> the algorithm name written in the cache header.
+#:
+#: TensorRT never recomputes ranges from an accepted cache and does not care how they were obtained: it
+#: only compares the header string with ``TRT-<its version>-<algorithm of the calibrator it was given>``.
+#: The header therefore has to name the calibrator that will *consume* the cache, not the method that
+#: produced the ranges. TensorRT has no percentile calibrator class; kd2trt's calibrator on <= 10.x is an
+#: ``IInt8EntropyCalibrator2`` (TensorRT's default and recommended one) for both ``entropy`` and
+#: ``percentile``, and an ``IInt8MinMaxCalibrator`` for ``minmax``. Hence ``percentile`` ->
+#: ``EntropyCalibration2``: the percentile amaxes are used as they are, and the header matches the
+#: calibrator. A caller that feeds a percentile cache to another calibrator passes that calibrator's
+#: algorithm name explicitly (every function here accepts a TensorRT algorithm name as well as a method).
+CALIBRATION_ALGORITHMS: Mapping[str, str] = MappingProxyType(
+    {
+        "entropy": "EntropyCalibration2",
+        "minmax": "MinMaxCalibration",
+        "percentile": "EntropyCalibration2",
+    }
+)
+
+# The three version spellings kd2trt accepts; a fourth build component (``tensorrt.__version__`` is e.g.
+# "10.3.0.26" or "8.5.3.1") is accepted and dropped because TensorRT's header ignores the build number.
+_VERSION_RE = re.compile(r"(\d+)\.(\d+)(?:\.(\d+))?(?:\.\d+)?")
+_VERSION_FORMS = '"MAJOR.MINOR" or "MAJOR.MINOR.PATCH", e.g. "8.5", "8.6.2", "10.3" or "10.14.1"'
+_HEADER_RE = re.compile(r"TRT-([1-9][0-9]*)-([A-Za-z][A-Za-z0-9_]*)")
+_HEX_RE = re.compile(r"[0-9a-fA-F]{1,8}")
+_SEPARATOR = ": "
+_LINE_FORM = (
+    'each line after the header must be "<tensor name>: <scale as 1-8 hex digits>", e.g. "input: 3c010a14"'
+)
+# The first TensorRT major version that uses the major*10000 header encoding. 10.x certainly does (the
+# fixtures TRT-100100 and TRT-101401 prove it). Whether 9.x (an LLM-only release line) does could not be
+# verified: no TensorRT 9 header defining NV_TENSORRT_VERSION was found. 9.x introduced the API generation
+# that 10.x shipped (BF16/INT64/FP8 types), and the 8.x encoding cannot represent minor versions >= 10, so
+# 9.x is assumed to use the 10.x formula (9.3.0 -> 90300). A real 9.x cache with a 4-digit number would be
+# rejected with a clear error by :meth:`TrtVersion.from_header_number` rather than misread.
+_WIDE_ENCODING_MAJOR = 9
+
+
+def _show(text: str, limit: int = 80) -> str:
+    """Quote a line for an error message, shortened: TorchScript tensor names run to hundreds of chars."""
+    return repr(text if len(text) <= limit else text[: limit - 3] + "...")
+
+
+@dataclass(frozen=True, order=True)
+class TrtVersion:
+    """A TensorRT release, as far as the calibration-cache header can tell releases apart.
+
+    The build number is not part of it because TensorRT does not write it into the header.
+    """
+
+    major: int
+    minor: int
+    patch: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("major", "minor", "patch"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise CalibCacheError(
+                    f"TensorRT version {name} must be a non-negative integer, got {value!r}"
+                )
+        if self.major < 1:
+            raise CalibCacheError(
+                f"TensorRT major version must be >= 1, got {self.major}; use {_VERSION_FORMS}"
+            )
+
+    @classmethod
+    def parse(cls, text: str) -> TrtVersion:
+        """Parse a user-supplied version such as ``--trt-version 10.3``; a missing patch means ``.0``."""
+        match = _VERSION_RE.fullmatch(text.strip()) if isinstance(text, str) else None
+        if match is None:
+            raise CalibCacheError(f"TensorRT version {text!r} is not understood; use {_VERSION_FORMS}")
+        major, minor, patch = match.groups()
+        return cls(int(major), int(minor), int(patch or 0))
+
+    @property
+    def header_number(self) -> int:
+        """The number TensorRT writes after ``TRT-``: 8.5.2 -> 8502, 10.3.0 -> 100300.
+
+        TensorRT <= 8.x writes ``major*1000 + minor*100 + patch``; 10.x writes ``major*10000 + minor*100 +
+        patch`` (``NV_TENSORRT_VERSION``). 9.x is assumed to use the 10.x formula (see the module notes).
+        """
+        if self.major >= _WIDE_ENCODING_MAJOR:
+            if self.minor > 99 or self.patch > 99:
+                raise CalibCacheError(f"TensorRT {self} cannot be written in a calibration-cache header")
+            return self.major * 10000 + self.minor * 100 + self.patch
+        if self.minor > 9 or self.patch > 99:
+            raise CalibCacheError(f"TensorRT {self} cannot be written in a calibration-cache header")
+        return self.major * 1000 + self.minor * 100 + self.patch
+
+    @classmethod
+    def from_header_number(cls, number: int) -> TrtVersion:
+        """Invert :attr:`header_number`: 8501 -> 8.5.1, 101401 -> 10.14.1.
+
+        The two encodings do not overlap for real releases (4 digits for majors 1-8, 5+ digits for majors
+        >= 9), so the number alone identifies the version. Numbers outside both ranges are refused instead of
+        guessed, because a wrong guess would produce a header TensorRT silently ignores.
+        """
+        if 1000 <= number < _WIDE_ENCODING_MAJOR * 1000:
+            return cls(number // 1000, number // 100 % 10, number % 100)
+        if number >= _WIDE_ENCODING_MAJOR * 10000:
+            return cls(number // 10000, number // 100 % 100, number % 100)
+        raise CalibCacheError(
+            f"{number} is not a TensorRT version number: expected 4 digits for TensorRT 8.x and earlier "
+            f"(8502 = 8.5.2) or 5+ digits for TensorRT 9 and later (100300 = 10.3.0)"
+        )
+
+    @property
+    def supports_implicit_int8(self) -> bool:
+        """Whether this TensorRT still has INT8 calibrators; TensorRT 11 removed them (Q/DQ only)."""
+        return self.major < 11
+
+    def __str__(self) -> str:
+        return f"{self.major}.{self.minor}.{self.patch}"
+
+
+def resolve_algorithm(name: str) -> str:
+    """Map a kd2trt method (``entropy``) or a TensorRT algorithm name to the name written in the header.
+
+    Both spellings are accepted so that callers can pass whatever the user or the calibrator reports.
+    """
+    if name in TRT_ALGORITHMS:
+        return name
+    if name in CALIBRATION_ALGORITHMS:
+        return CALIBRATION_ALGORITHMS[name]
+    raise CalibCacheError(
+        f"unknown calibration algorithm {name!r}; use one of {', '.join(sorted(CALIBRATION_ALGORITHMS))} "
+        f"or a TensorRT algorithm name ({', '.join(sorted(TRT_ALGORITHMS))})"
+    )
+
+
+def _scale_to_hex(scale: float) -> str:
+    """Encode like TensorRT: float32 bits, big-endian, lowercase, no padding (``0.0`` -> ``"0"``)."""
+    (bits,) = struct.unpack(">I", struct.pack(">f", scale))
+    return format(bits, "x")
+
+
+def _hex_to_scale(text: str) -> float:
+    """Decode TensorRT's unpadded hex; short forms such as a bare ``0`` are the value zero-padded left."""
+    (scale,) = struct.unpack(">f", int(text, 16).to_bytes(4, "big"))
+    return scale
+
+
+@dataclass
+class CalibrationCache:
+    """The content of one calibration cache: who it is for, and a scale per tensor in file order.
+
+    ``scales`` holds what the file stores (``amax / 127`` as float32); :meth:`amax` converts back. The
+    order of ``scales`` is kept because writing it back in the same order is what makes a round trip
+    byte-exact.
+    """
+
+    version: TrtVersion
+    algorithm: str
+    scales: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # Accepting "entropy" here as well keeps callers from writing a header TensorRT never matches.
+        self.algorithm = resolve_algorithm(self.algorithm)
+
+    @classmethod
+    def from_amax(
+        cls, amax: Mapping[str, float], version: TrtVersion, algorithm: str = "entropy"
+    ) -> CalibrationCache:
+        """Build a cache from activation ranges (``max |x|`` per tensor) computed by kd2trt.
+
+        The scale is ``amax / 127`` rounded once to float32 -- what TensorRT's calibrators store. Ranges that
+        are not finite or are negative are refused, naming the tensor, because TensorRT would accept such a
+        scale and quietly produce a useless (all-zero or saturated) INT8 tensor.
+        """
+        if not version.supports_implicit_int8:
+            raise CalibCacheError(
+                f"TensorRT {version} has no INT8 calibrators, so it does not read calibration caches; "
+                "build with explicit quantization (Q/DQ nodes) instead"
+            )
+        scales: dict[str, float] = {}
+        for name, value in amax.items():
+            _check_name(name)
+            try:
+                number = float(value)
+            except (TypeError, ValueError):
+                raise CalibCacheError(f"amax for tensor {_show(name)} is not a number: {value!r}") from None
+            if not math.isfinite(number) or number < 0:
+                raise CalibCacheError(
+                    f"amax for tensor {_show(name)} is {number!r}; it must be a finite number >= 0 -- "
+                    "check the calibration data for NaN/inf activations"
+                )
+            try:
+                # TensorRT holds ranges as float32; one that overflows float32 would become inf inside it.
+                struct.pack(">f", number)
+            except OverflowError:
+                raise CalibCacheError(
+                    f"amax for tensor {_show(name)} is {number!r}, beyond float32 range; "
+                    "check the calibration data for exploding activations"
+                ) from None
+            # struct rounds amax/127 once to the nearest float32, as float(amax) / 127.0f does in TensorRT;
+            # abs() turns -0.0 into 0.0 so that it is written as TensorRT writes a zero scale ("0").
+            (scale,) = struct.unpack(">f", struct.pack(">f", abs(number) / 127.0))
+            scales[name] = scale
+        return cls(version, algorithm, scales)
+
+    @property
+    def header(self) -> str:
+        """The first line, e.g. ``TRT-8502-EntropyCalibration2``: what TensorRT compares with its own."""
+        return f"TRT-{self.version.header_number}-{self.algorithm}"
+
+    def amax(self, name: str) -> float:
+        """The activation range of one tensor (``scale * 127``); ``KeyError`` if the cache lacks it."""
+        return self.scales[name] * 127.0
+
+    def amaxes(self) -> dict[str, float]:
+        """Every tensor's activation range, in file order."""
+        return {name: scale * 127.0 for name, scale in self.scales.items()}
+
+    def to_text(self) -> str:
+        """Serialise exactly as TensorRT does, trailing newline included."""
+        lines = [self.header]
+        for name, scale in self.scales.items():
+            _check_name(name)
+            try:
+                lines.append(f"{name}{_SEPARATOR}{_scale_to_hex(scale)}")
+            except (OverflowError, struct.error, TypeError):
+                raise CalibCacheError(
+                    f"scale for tensor {_show(name)} is {scale!r}, which is not a float32 value"
+                ) from None
+        return "\n".join(lines) + "\n"
+
+
+def _check_name(name: object) -> None:
+    """Refuse names that cannot survive the line-based format (they would corrupt every later line)."""
+    if not isinstance(name, str) or not name or "\n" in name or "\r" in name:
+        raise CalibCacheError(
+            f"tensor name {name!r} cannot be written to a calibration cache: names must be non-empty "
+            "strings without line breaks"
+        )
+
+
+def parse_cache(text: str, source: str = "<string>") -> CalibrationCache:
+    """Parse a cache's text strictly: anything TensorRT would not read the same way is an error.
+
+    Errors name ``source`` and the 1-based line number and say what a line must look like. Hex digits may
+    be upper case (TensorRT's reader accepts them); the writer always produces TensorRT's lower case.
+    """
+    if not text:
+        raise CalibCacheError(
+            f"{source} is empty; expected a TensorRT calibration cache starting with 'TRT-'"
+        )
+    if "\r" in text:
+        line_number = text[: text.index("\r")].count("\n") + 1
+        raise CalibCacheError(
+            f"{source}:{line_number}: contains a carriage return (Windows line endings?); TensorRT would not "
+            "match the header and would ignore the cache -- convert the file to '\\n' line endings"
+        )
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()  # the trailing newline TensorRT writes; a missing one is tolerated
+    header = lines[0]
+    match = _HEADER_RE.fullmatch(header)
+    if match is None:
+        hint = " -- it looks like a tensor line, so the header is missing" if _SEPARATOR in header else ""
+        raise CalibCacheError(
+            f"{source}:1: expected a header like 'TRT-8502-EntropyCalibration2' or "
+            f"'TRT-100300-MinMaxCalibration', found {_show(header)}{hint}; "
+            "is this a TensorRT INT8 calibration cache?"
+        )
+    number, algorithm = match.groups()
+    if algorithm not in TRT_ALGORITHMS:
+        raise CalibCacheError(
+            f"{source}:1: unknown calibration algorithm {algorithm!r} in header {_show(header)}; "
+            f"TensorRT writes one of {', '.join(sorted(TRT_ALGORITHMS))}"
+        )
+    try:
+        version = TrtVersion.from_header_number(int(number))
+    except CalibCacheError as exc:
+        raise CalibCacheError(f"{source}:1: header {_show(header)}: {exc}") from None
+
+    scales: dict[str, float] = {}
+    first_seen: dict[str, int] = {}
+    for line_number, line in enumerate(lines[1:], start=2):
+        name, sep, hex_value = line.rpartition(_SEPARATOR)
+        if not sep:
+            what = "is empty" if not line else f"has no ': ' separator: {_show(line)}"
+            raise CalibCacheError(f"{source}:{line_number}: line {what}; {_LINE_FORM}")
+        if not name:
+            raise CalibCacheError(
+                f"{source}:{line_number}: tensor name is empty in {_show(line)}; {_LINE_FORM}"
+            )
+        if _HEX_RE.fullmatch(hex_value) is None:
+            raise CalibCacheError(
+                f"{source}:{line_number}: {_show(hex_value)} is not 1-8 hex digits "
+                f"(tensor {_show(name)}); {_LINE_FORM}"
+            )
+        if name in scales:
+            raise CalibCacheError(
+                f"{source}:{line_number}: tensor {_show(name)} already appeared on line {first_seen[name]}; "
+                "each tensor must appear once -- regenerate the cache"
+            )
+        scales[name] = _hex_to_scale(hex_value)
+        first_seen[name] = line_number
+    return CalibrationCache(version, algorithm, scales)
+
+
+def read_cache(path: str | os.PathLike[str]) -> CalibrationCache:
+    """Read and parse a cache file; I/O and decoding problems become one-line errors naming the path."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise CalibCacheError(
+            f"calibration cache {path} does not exist; "
+            "run `kd2trt export --int8` to create it or fix the path"
+        ) from None
+    except IsADirectoryError:
+        raise CalibCacheError(
+            f"calibration cache {path} is a directory; pass the cache file itself"
+        ) from None
+    except OSError as exc:
+        raise CalibCacheError(f"cannot read calibration cache {path}: {exc.strerror or exc}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise CalibCacheError(
+            f"{path} is not UTF-8 text (byte {exc.start}); is it a TensorRT engine or other binary file "
+            "instead of a calibration cache?"
+        ) from None
+    return parse_cache(text, source=str(path))
+
+
+def write_cache(cache: CalibrationCache, path: str | os.PathLike[str]) -> None:
+    """Write ``cache`` atomically: a crash or a full disk never leaves a truncated cache behind.
+
+    A half-written cache is worse than none -- TensorRT would read the surviving lines and quietly build an
+    engine with the missing tensors uncalibrated -- hence :func:`kd2trt.artifacts.atomic_write_bytes`.
+    """
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise CalibCacheError(f"cannot write calibration cache {path}: directory {path.parent} does not exist; "
+                              "create it or choose another path")
+    try:
+        atomic_write_bytes(path, cache.to_text().encode("utf-8"))
+    except OSError as exc:
+        raise CalibCacheError(
+            f"cannot write calibration cache {path}: {exc.strerror or exc}; check that the directory "
+            "exists and is writable"
+        ) from None
+
+
+def _short_version(version: TrtVersion) -> str:
+    """The spelling a user would type after ``--trt-version``: ``10.3`` unless the patch matters."""
+    return f"{version.major}.{version.minor}" if version.patch == 0 else str(version)
+
+
+def check_compatible(
+    cache: CalibrationCache,
+    version: TrtVersion,
+    algorithm: str,
+    source: str | os.PathLike[str] = "<calibration cache>",
+    *,
+    allow_patch_mismatch: bool = False,
+) -> None:
+    """Refuse a cache that the given TensorRT build would silently ignore.
+
+    TensorRT compares the *whole* header string, so a cache from 8.5.1 is ignored by 8.5.2 although the
+    scales would be fine: the check is strict on major, minor and patch by default. With
+    ``allow_patch_mismatch=True`` a patch-only difference passes; the caller must then rewrite the header
+    (``dataclasses.replace(cache, version=version)``) before handing the cache to TensorRT, or it will still
+    be ignored. ``algorithm`` may be a kd2trt method (``entropy``) or a TensorRT algorithm name.
+    """
+    expected_algorithm = resolve_algorithm(algorithm)
+    wanted = f"TensorRT {version} with {expected_algorithm}"
+    if not version.supports_implicit_int8:
+        raise CalibCacheError(
+            f"{source} is an INT8 calibration cache, but TensorRT {version} has no INT8 calibrators and "
+            "never reads one; build with explicit quantization (Q/DQ nodes) instead"
+        )
+    same_version = cache.version == version or (
+        allow_patch_mismatch and (cache.version.major, cache.version.minor) == (version.major, version.minor)
+    )
+    if same_version and cache.algorithm == expected_algorithm:
+        return
+    expected_header = f"TRT-{version.header_number}-{expected_algorithm}"
+    if not same_version:
+        fix = (
+            f"Re-run `kd2trt export --int8 --trt-version {_short_version(version)}` on the host with the "
+            "calibration data, or pass --force."
+        )
+    else:
+        method = next((m for m, a in CALIBRATION_ALGORITHMS.items() if a == expected_algorithm), algorithm)
+        fix = (
+            f"Re-run `kd2trt export --int8` with calibration method {method!r} on the host with the "
+            "calibration data, or pass --force."
+        )
+    raise CalibCacheError(
+        f"{source} was written for TensorRT {cache.version} with {cache.algorithm} ({cache.header}); "
+        f"this build uses {wanted} (expects {expected_header}) — TensorRT would silently ignore it and "
+        f"recalibrate. {fix}"
+    )

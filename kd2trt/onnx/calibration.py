@@ -1,0 +1,130 @@
+"""INT8 calibration on the host: the calibration set, and activation ranges from ONNX Runtime's calibrators.
+
+One set of statistics feeds both INT8 outputs — the TensorRT calibration cache (implicit INT8 on
+TensorRT ≤ 10.x) and the Q/DQ ONNX (explicit INT8, TensorRT 8.6–11.x) — so the two paths quantise
+with the same ranges. Methods: `entropy` (KL-divergence threshold, TensorRT's own default; 2048
+histogram bins and 128 quantised bins as TensorRT uses), `minmax`, `percentile` (99.999th).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import logging
+import math
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod
+from onnxruntime.quantization.calibrate import TensorData, TensorsData, create_calibrator
+
+from kd2trt.data import ImageDataset
+from kd2trt.errors import Kd2trtError
+
+METHODS = {"entropy": CalibrationMethod.Entropy, "minmax": CalibrationMethod.MinMax,
+           "percentile": CalibrationMethod.Percentile}
+_EXTRA_OPTIONS = {
+    "entropy": {"symmetric": True, "num_bins": 2048, "num_quantized_bins": 128},
+    "minmax": {"symmetric": True},
+    "percentile": {"symmetric": True, "num_bins": 2048, "percentile": 99.999},
+}
+MIN_RECOMMENDED_IMAGES = 300
+
+
+@dataclass(frozen=True)
+class CalibrationSet:
+    """Preprocessed images (N×C×H×W float32) and where they came from."""
+
+    images: np.ndarray
+    source: str
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(np.ascontiguousarray(self.images).tobytes()).hexdigest()
+
+    def batches(self, batch_size: int) -> list[np.ndarray]:
+        return [self.images[i:i + batch_size] for i in range(0, len(self.images), batch_size)]
+
+
+def calibration_set_from_split(dataset: ImageDataset, count: int, seed: int, description: str) -> CalibrationSet:
+    """A stratified, seeded sample of `count` images (or all there are), preprocessed as in training."""
+    labels = dataset.labels
+    count = min(count, len(dataset))
+    generator = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(dataset), generator=generator)
+    # round-robin over classes in shuffled order keeps the sample stratified for any count
+    per_class = [order[labels[order] == cls].tolist() for cls in labels.unique().tolist()]
+    picked: list[int] = []
+    while len(picked) < count:
+        for members in per_class:
+            if members and len(picked) < count:
+                picked.append(members.pop())
+    images = torch.stack([dataset[i][0] for i in sorted(picked)]).numpy().astype(np.float32)
+    return CalibrationSet(images, f"{description}: {len(picked)} stratified images (seed {seed})")
+
+
+def calibration_set_from_file(path: Path, expected_chw: tuple[int, int, int]) -> CalibrationSet:
+    """Preprocessed images from a `.npy` / `.npz` (first array) file, N×C×H×W float32, checked for shape."""
+    if not path.is_file():
+        raise Kd2trtError(f"{path}: calibration data not found; pass a .npy/.npz of preprocessed N×C×H×W images")
+    try:
+        loaded = np.load(path, allow_pickle=False)
+        array = loaded[loaded.files[0]] if isinstance(loaded, np.lib.npyio.NpzFile) else loaded
+    except (ValueError, OSError, IndexError) as exc:
+        raise Kd2trtError(f"{path}: not a readable .npy/.npz array ({exc}); save with numpy.save") from None
+    if array.ndim != 4 or tuple(array.shape[1:]) != tuple(expected_chw):
+        raise Kd2trtError(f"{path}: calibration data has shape {tuple(array.shape)}, the model takes "
+                          f"N×{expected_chw[0]}×{expected_chw[1]}×{expected_chw[2]} (preprocessed as in the checkpoint)")
+    if len(array) == 0:
+        raise Kd2trtError(f"{path}: calibration data is empty; it needs a few hundred representative images")
+    if not np.isfinite(array).all():
+        raise Kd2trtError(f"{path}: calibration data contains NaN or inf values")
+    return CalibrationSet(array.astype(np.float32), f"{path}: {len(array)} images")
+
+
+class _Reader(CalibrationDataReader):
+    def __init__(self, input_name: str, batches: list[np.ndarray]):
+        self._items = iter([{input_name: batch} for batch in batches])
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._items, None)
+
+
+def collect_ranges(onnx_path: Path, calibration: CalibrationSet, method: str, batch_size: int = 64,
+                   input_name: str = "input") -> TensorsData:
+    """Symmetric activation ranges of every float tensor of the graph (graph input included)."""
+    if method not in METHODS:
+        raise Kd2trtError(f"calibration method {method!r}: use one of {', '.join(METHODS)}")
+    if len(calibration.images) == 0:
+        raise Kd2trtError(f"{calibration.source}: calibration set is empty")
+    with tempfile.TemporaryDirectory(prefix="kd2trt-calib-") as tmp, contextlib.redirect_stdout(io.StringIO()):
+        logging.getLogger().setLevel(max(logging.getLogger().level, logging.WARNING))
+        calibrator = create_calibrator(Path(onnx_path), None, augmented_model_path=str(Path(tmp) / "augmented.onnx"),
+                                       calibrate_method=METHODS[method], extra_options=_EXTRA_OPTIONS[method])
+        calibrator.collect_data(_Reader(input_name, calibration.batches(batch_size)))
+        ranges = calibrator.compute_data()
+    return ranges
+
+
+def amax_of(ranges: TensorsData) -> dict[str, float]:
+    """Per-tensor absolute maximum; a non-finite range is an error naming the tensor."""
+    amax: dict[str, float] = {}
+    for name, data in ranges.data.items():
+        low, high = (float(np.asarray(v).max()) if i else float(np.asarray(v).min())
+                     for i, v in enumerate(data.range_value))
+        value = max(abs(low), abs(high))
+        if not math.isfinite(value):
+            raise Kd2trtError(f"calibration: tensor {name!r} has non-finite activations ({low}, {high}); "
+                              "check the model and the calibration images for overflow")
+        amax[name] = value
+    return amax
+
+
+def ranges_from_amax(amax: dict[str, float], method: str) -> TensorsData:
+    """Rebuild symmetric ranges from per-tensor amax (a reused TensorRT cache → Q/DQ without data)."""
+    data = {name: TensorData(lowest=np.float32(-value), highest=np.float32(value)) for name, value in amax.items()}
+    return TensorsData(METHODS[method], data)

@@ -1,0 +1,39 @@
+"""Shared fixtures: a tiny, fast recipe on the embedded digits data, and image folders built from it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+
+
+def tiny_overrides(**extra: object) -> dict[str, object]:
+    """A recipe that trains in seconds: small teacher, 2 epochs each."""
+    overrides: dict[str, object] = {
+        "teacher.channels": [16, 32], "teacher.blocks": 1, "teacher.feature_tap": "stages.1",
+        "teacher.train.epochs": 2, "teacher.train.lr": 0.01, "student.channels": [8, 16],
+        "student.feature_tap": "stages.1",
+        "student.train.epochs": 2, "data.image_size": 8, "device": "cpu",
+    }
+    overrides.update(extra)
+    return overrides
+
+
+@pytest.fixture(scope="session")
+def digits_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An ImageFolder (ROOT/CLASS/*.png) of 30 digits per class, written from the embedded data set."""
+    from sklearn.datasets import load_digits
+
+    root = tmp_path_factory.mktemp("digits_folder")
+    digits = load_digits()
+    for cls in range(10):
+        folder = root / f"class_{cls}"
+        folder.mkdir()
+        for i, image in enumerate(digits.images[digits.target == cls][:30]):
+            Image.fromarray(np.uint8(image * 255 / 16)).save(folder / f"{i:03d}.png")
+    return root

@@ -1,0 +1,188 @@
+"""End-to-end distillation on the embedded digits with a tiny recipe: real training, seconds each."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from rich.console import Console
+
+import kd2trt.distill.loop as loop
+from kd2trt.config import load_config
+from kd2trt.distill.checkpoint import model_from_checkpoint, read_checkpoint
+from kd2trt.distill.train import run_distill
+from kd2trt.errors import Kd2trtError
+from tests.conftest import REPO, tiny_overrides
+
+QUIET = Console(file=open(os.devnull, "w"))  # noqa: SIM115
+
+
+def _cli(*args: str, cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "kd2trt", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, "PYTHONPATH": str(REPO)})
+
+
+def _set_flags(overrides: dict[str, object]) -> list[str]:
+    flags = []
+    for key, value in overrides.items():
+        flags += ["--set", f"{key}={json.dumps(value)}"]
+    return flags
+
+
+def test_distill_writes_checkpoints_metrics_and_summary(tmp_path: Path) -> None:
+    config = load_config(None, tiny_overrides(**{"distill.beta": 0.5}))
+    summary = run_distill(config, tmp_path, console=QUIET)
+    for role in ("teacher", "student", "baseline"):
+        checkpoint = read_checkpoint(tmp_path / f"{role}.pt")
+        assert checkpoint["preprocessing"]["image_size"] == 8
+        assert checkpoint["classes"] == [str(d) for d in range(10)]
+        model = model_from_checkpoint(checkpoint)
+        assert model(torch.zeros(1, 1, 8, 8)).shape == (1, 10)
+        history = json.loads((tmp_path / f"{role}.metrics.json").read_text())
+        assert [h["epoch"] for h in history] == [1, 2]
+        assert summary[role]["test_top1"] == checkpoint["metrics"]["test_top1"]
+    assert "loss_hint" in json.loads((tmp_path / "student.metrics.json").read_text())[0]
+    assert summary["labeled_images"] < 0.15 * summary["train_images"]
+    assert summary["teacher_cache"] is True
+    assert (tmp_path / "config.yaml").is_file()
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_teacher_cache_does_not_change_the_result(tmp_path: Path) -> None:
+    """The soft-label cache is an optimisation: with and without it the student is the same."""
+    results = {}
+    for mode in ("on", "off"):
+        config = load_config(None, tiny_overrides(**{"distill.teacher_cache": mode, "distill.baseline": False}))
+        run_distill(config, tmp_path / mode, console=QUIET)
+        results[mode] = read_checkpoint(tmp_path / mode / "student.pt")["state_dict"]
+    for key, value in results["on"].items():
+        assert torch.allclose(value.float(), results["off"][key].float(), atol=1e-5), key
+
+
+def test_resume_after_interruption_is_bit_identical(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    overrides = tiny_overrides(**{"distill.baseline": False, "student.train.epochs": 3})
+    run_distill(load_config(None, overrides), tmp_path / "straight", console=QUIET)
+
+    real_write = loop.atomic_write_json
+    def interrupt_after_first_student_epoch(path: Path, obj: object) -> Path:
+        out = real_write(path, obj)
+        if Path(path).name == "student.metrics.json":
+            raise KeyboardInterrupt
+        return out
+    monkeypatch.setattr(loop, "atomic_write_json", interrupt_after_first_student_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        run_distill(load_config(None, overrides), tmp_path / "resumed", console=QUIET)
+    monkeypatch.setattr(loop, "atomic_write_json", real_write)
+    summary = run_distill(load_config(None, overrides), tmp_path / "resumed", resume=True, console=QUIET)
+
+    assert summary["student"]["resumed_from_epoch"] == 1
+    assert summary["teacher"]["resumed_from_epoch"] == 2  # finished stage: nothing redone
+    straight = read_checkpoint(tmp_path / "straight" / "student.pt")["state_dict"]
+    resumed = read_checkpoint(tmp_path / "resumed" / "student.pt")["state_dict"]
+    for key in straight:
+        assert torch.equal(straight[key], resumed[key]), key
+
+
+def test_resume_refuses_another_config(tmp_path: Path) -> None:
+    run_distill(load_config(None, tiny_overrides(**{"distill.baseline": False})), tmp_path, console=QUIET)
+    changed = load_config(None, tiny_overrides(**{"distill.baseline": False, "seed": 5}))
+    with pytest.raises(Kd2trtError, match=r"teacher\.last\.pt: was written by a run with another config"):
+        run_distill(changed, tmp_path, resume=True, console=QUIET)
+
+
+def test_loaded_teacher_is_not_retrained_and_bad_weights_fail(tmp_path: Path) -> None:
+    run_distill(load_config(None, tiny_overrides(**{"distill.baseline": False})), tmp_path / "a", console=QUIET)
+    weights = tmp_path / "a" / "teacher.pt"
+    summary = run_distill(load_config(None, tiny_overrides(**{"distill.baseline": False,
+                                                              "teacher.weights": str(weights)})),
+                          tmp_path / "b", console=QUIET)
+    assert summary["teacher"]["trained"] is False
+    assert summary["teacher"]["test_top1"] == pytest.approx(
+        read_checkpoint(weights)["metrics"]["test_top1"])
+    wrong = load_config(None, tiny_overrides(**{"teacher.weights": str(weights), "teacher.channels": [8, 32]}))
+    with pytest.raises(Kd2trtError, match="weights are for another architecture"):
+        run_distill(wrong, tmp_path / "c", console=QUIET)
+
+
+def test_missing_feature_tap_fails_before_training(tmp_path: Path) -> None:
+    config = load_config(None, tiny_overrides(**{"distill.beta": 1.0, "teacher.feature_tap": "layer3"}))
+    with pytest.raises(Kd2trtError, match="teacher feature_tap 'layer3' is not a module"):
+        run_distill(config, tmp_path, console=QUIET)
+    assert not list(tmp_path.glob("*.pt"))
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--data", "imagefolder:/nonexistent/x"], r"/nonexistent/x: data set path does not exist"),
+    (["--teacher-weights", "{tmp}/corrupt.pt"], r"corrupt\.pt: not a readable PyTorch checkpoint"),
+    (["--set", "distill.temprature=3"], r"distill\.temprature: unknown key"),
+    (["{tmp}/missing.yaml"], r"missing\.yaml: recipe not found"),
+])
+def test_cli_bad_input_is_one_line_and_exit_2(tmp_path: Path, args: list[str], message: str) -> None:
+    from typer.testing import CliRunner
+
+    from kd2trt.cli import app
+
+    (tmp_path / "corrupt.pt").write_bytes(b"PK\x03\x04 definitely not a zip")
+    result = CliRunner().invoke(app, ["distill", *[a.format(tmp=tmp_path) for a in args],
+                                      "--out", str(tmp_path / "run")])
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr
+    assert re.search(message, lines[0]), lines[0]
+    assert not (tmp_path / "run").exists() or not list((tmp_path / "run").glob("*.pt"))
+
+
+def test_cli_error_in_a_real_process_has_no_traceback(tmp_path: Path) -> None:
+    result = _cli("distill", "--data", "cifar10:" + str(tmp_path), "--out", str(tmp_path / "run"), cwd=tmp_path)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().startswith("error:") and "cifar-10-batches-py" in result.stderr
+
+
+def test_kill_9_then_resume_completes(tmp_path: Path) -> None:
+    """A real SIGKILL mid-training: the rerun with --resume continues and leaves no torn file."""
+    flags = _set_flags(tiny_overrides(**{"student.train.epochs": 30, "distill.baseline": False}))
+    run_dir = tmp_path / "run"
+    process = subprocess.Popen([sys.executable, "-m", "kd2trt", "distill", "--out", str(run_dir), *flags],
+                               cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               env={**os.environ, "PYTHONPATH": str(REPO)})
+    deadline = time.time() + 120
+    metrics = run_dir / "student.metrics.json"
+    while time.time() < deadline and not (metrics.is_file() and len(json.loads(metrics.read_text())) >= 2):
+        time.sleep(0.1)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert metrics.is_file(), "the student never started"
+    done = len(json.loads(metrics.read_text()))
+    assert done < 30
+    result = _cli("distill", "--out", str(run_dir), "--resume", *flags, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((run_dir / "distill.json").read_text())
+    assert summary["student"]["resumed_from_epoch"] >= done - 1 >= 1
+    assert len(json.loads(metrics.read_text())) == 30
+    assert not list(run_dir.glob(".*.tmp"))
+
+
+def test_torchrun_two_cpu_processes(tmp_path: Path) -> None:
+    """DDP over gloo: 2 processes, rank 0 writes; the result is a working student."""
+    flags = _set_flags(tiny_overrides(**{"distill.baseline": False, "teacher.train.epochs": 4,
+                                         "student.train.epochs": 12}))
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+         "-m", "kd2trt", "distill", "--out", str(tmp_path), *flags],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = json.loads((tmp_path / "distill.json").read_text())
+    assert summary["world_size"] == 2
+    # each rank saw half of each epoch: both models still learn (chance is 10 %; one process gets ~88/55)
+    assert summary["teacher"]["test_top1"] > 60.0
+    assert summary["student"]["test_top1"] > 40.0

@@ -1,0 +1,103 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from kd2trt.errors import Kd2trtError
+from kd2trt.models import (
+    build_model,
+    count_parameters,
+    load_weights,
+    model_spec,
+    read_state_dict,
+    resolve_module,
+    strip_wrapper_prefixes,
+    tapped,
+)
+
+
+def cnn(channels=(8, 16, 32), classes=10, in_channels=1) -> nn.Module:
+    return build_model(model_spec("cnn", in_channels, classes, list(channels)))
+
+
+def test_default_student_is_small_and_quantisable() -> None:
+    model = cnn()
+    assert count_parameters(model) < 10_000
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    assert all(c.out_channels % 8 == 0 for c in convs)
+    assert model(torch.randn(2, 1, 16, 16)).shape == (2, 10)
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "mobilenet_v3_small"])
+def test_torchvision_models_adapt_to_channels_and_classes(arch: str) -> None:
+    model = build_model(model_spec(arch, 1, 7)).eval()
+    assert model(torch.randn(2, 1, 32, 32)).shape == (2, 7)
+
+
+def test_unknown_arch() -> None:
+    with pytest.raises(Kd2trtError, match="not known"):
+        build_model(model_spec("resnet_nonexistent", 1, 10))
+
+
+def test_prefix_stripping() -> None:
+    assert strip_wrapper_prefixes("module._orig_mod.layer1.0.weight") == "layer1.0.weight"
+    assert strip_wrapper_prefixes("_orig_mod.module.fc.bias") == "fc.bias"
+
+
+def test_feature_tap_through_wrappers() -> None:
+    model = cnn()
+    wrapped = nn.Module()
+    wrapped.module = model  # what DDP looks like from outside
+    assert resolve_module(wrapped, "module.stages.2") is model.stages[2]
+    assert resolve_module(model, "_orig_mod.stages.1") is model.stages[1]
+    with tapped(wrapped, "stages.2") as tap:
+        model(torch.randn(2, 1, 16, 16))
+        assert tap.take().shape == (2, 32, 4, 4)
+
+
+def test_missing_tap_lists_choices() -> None:
+    with pytest.raises(Kd2trtError, match=r"'layer3' is not a module of SmallCNN; choose one of: stages"):
+        resolve_module(cnn(), "layer3", "teacher")
+
+
+def test_load_weights_strict_and_finetune(tmp_path: Path) -> None:
+    source = build_model(model_spec("resnet18", 3, 1000))
+    path = tmp_path / "imagenet_like.pth"
+    torch.save({"state_dict": {f"module.{k}": v for k, v in source.state_dict().items()}}, path)
+    target = build_model(model_spec("resnet18", 1, 10))
+    with pytest.raises(Kd2trtError, match=r"takes 3-channel images but the data has 1 channel"):
+        load_weights(target, path)
+    gray = tmp_path / "gray_1000.pt"
+    torch.save(build_model(model_spec("resnet18", 1, 1000)).state_dict(), gray)
+    with pytest.raises(Kd2trtError, match=r"classifier has 1000 outputs but the data has 10 classes"):
+        load_weights(target, gray)
+    fresh = load_weights(target, path, finetune=True)
+    assert fresh == ["fc.weight", "fc.bias"]
+    expected_conv = source.conv1.weight.mean(dim=1, keepdim=True)
+    assert torch.allclose(target.conv1.weight, expected_conv)
+    assert torch.equal(target.layer1[0].conv1.weight, source.layer1[0].conv1.weight)
+
+
+def test_load_weights_channel_mismatch_without_finetune(tmp_path: Path) -> None:
+    path = tmp_path / "rgb.pt"
+    torch.save(cnn(in_channels=3).state_dict(), path)
+    with pytest.raises(Kd2trtError, match=r"takes 3-channel images but the data has 1 channel"):
+        load_weights(cnn(in_channels=1), path)
+
+
+def test_foreign_and_corrupt_weight_files(tmp_path: Path) -> None:
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"\x00" * 64)
+    with pytest.raises(Kd2trtError, match=r"garbage\.pt: not a readable PyTorch checkpoint"):
+        read_state_dict(garbage)
+    other = tmp_path / "other.pt"
+    torch.save({"epoch": 3}, other)
+    with pytest.raises(Kd2trtError, match="holds no state dict"):
+        read_state_dict(other)
+    wrong_arch = tmp_path / "wrong.pt"
+    torch.save(cnn(channels=(8, 16)).state_dict(), wrong_arch)
+    with pytest.raises(Kd2trtError, match="does not match the teacher architecture"):
+        load_weights(cnn(), wrong_arch)
