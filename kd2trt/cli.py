@@ -19,6 +19,7 @@ from kd2trt.errors import Kd2trtError
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Distill a PyTorch model, export it to ONNX/TensorRT, and prove the result is still good.")
 _err = Console(stderr=True)
+_out = Console(soft_wrap=True)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -95,6 +96,65 @@ def distill(
         _fail(_one_line(exc))
     except KeyboardInterrupt:
         _fail("interrupted; run the same command with --resume to continue from the last finished epoch", 130)
+
+
+@app.command()
+def export(
+    checkpoint: Annotated[Path, typer.Argument(help="A checkpoint written by `kd2trt distill` (student.pt, …).")],
+    recipe: Annotated[Path | None, typer.Option(help="Recipe whose `export:` section to use (default: built-in).")
+                      ] = None,
+    out: Annotated[Path | None, typer.Option(help="Output directory (default: the checkpoint's).")] = None,
+    fp16: Annotated[bool | None, typer.Option("--fp16/--no-fp16", help="FP16 graph (and engine with TensorRT).")
+                    ] = None,
+    int8: Annotated[bool | None, typer.Option("--int8/--no-int8", help="Calibrate: Q/DQ graph, TensorRT cache, "
+                                              "accuracy preview (and engine with TensorRT).")] = None,
+    trt_version: Annotated[list[str] | None, typer.Option(
+        help="Target TensorRT (repeatable): 8.5 (JetPack 5), 8.6 (JetPack 6.0), 10.3 (JetPack 6.1/6.2), 10.x, 11.x."
+    )] = None,
+    calib_method: Annotated[str | None, typer.Option(help="entropy, minmax or percentile.")] = None,
+    calib_images: Annotated[int | None, typer.Option(help="Calibration images from the train split.")] = None,
+    calib_data: Annotated[Path | None, typer.Option(help=".npy/.npz of preprocessed N×C×H×W calibration images."
+                                                    )] = None,
+    calib_cache: Annotated[Path | None, typer.Option(help="Reuse this calibration cache (no data needed).")] = None,
+    opset: Annotated[int | None, typer.Option(help="ONNX opset (default 17: parsed by TensorRT 8.5-11.x).")] = None,
+    simplify: Annotated[bool | None, typer.Option("--simplify/--no-simplify", help="onnxslim the graph.")] = None,
+    teacher: Annotated[bool | None, typer.Option("--teacher/--no-teacher", help="Also export teacher.pt beside it.")
+                       ] = None,
+    force: Annotated[bool, typer.Option(help="Use --calib-cache even if made for another ONNX/TensorRT.")] = False,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a recipe key: --set export.opset=13")
+                    ] = None,
+) -> None:
+    """Export to ONNX (parity-checked), FP16 and INT8 graphs, TensorRT calibration caches; preview INT8 accuracy."""
+    try:
+        from kd2trt.config import load_config
+        from kd2trt.onnx.stage import ExportRequest, run_export
+
+        config = load_config(recipe, _overrides(
+            set_, **{"export.fp16": fp16, "export.int8": int8, "export.trt_versions": trt_version,
+                     "export.calib_method": calib_method, "export.calib_images": calib_images,
+                     "export.opset": opset, "export.simplify": simplify, "export.teacher": teacher}))
+        request = ExportRequest(checkpoint, out, calib_data, calib_cache, force)
+        summary = run_export(request, config.export, _out)
+        _print_preview(summary)
+    except Kd2trtError as exc:
+        _fail(_one_line(exc))
+    except KeyboardInterrupt:
+        _fail("interrupted; nothing was left half-written — run the command again", 130)
+
+
+def _print_preview(summary: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"accuracy preview — test split ({summary['preview']['test_images']} images)")
+    table.add_column("model")
+    table.add_column("top-1", justify="right")
+    for name, value in summary["preview"]["top1"].items():
+        table.add_row(name, f"{value:.2f}%")
+    _out.print(table)
+    if "int8_drop_points" in summary["preview"]:
+        _out.print(f"INT8 (Q/DQ, fake-quant as TensorRT computes it) vs FP32: "
+                   f"{-summary['preview']['int8_drop_points']:+.2f} points")
+    _out.print(f"manifest: {Path(summary['onnx']['path']).with_suffix('.export.json')}")
 
 
 def run() -> None:

@@ -121,6 +121,24 @@ class DistillConfig(_Strict):
     baseline: bool = Field(True, description="also train the student from scratch with the same budget")
 
 
+class ExportConfig(_Strict):
+    """ONNX export, FP16/INT8 graphs and the TensorRT calibration cache (`kd2trt export`)."""
+
+    opset: int = Field(17, ge=13, le=23, description="17 is the highest TensorRT 8.5 (JetPack 5) parses")
+    simplify: bool = Field(True, description="onnxslim, with parity re-checked after it")
+    parity_atol: float = Field(1e-4, gt=0, description="max |Δlogit| PyTorch vs ONNX Runtime, FP32")
+    fp16: bool = Field(True, description="write <model>.fp16.onnx (FP16 inside, FP32 I/O)")
+    fp16_atol: float = Field(0.05, gt=0, description="max |Δlogit| FP16 vs FP32 graph")
+    int8: bool = Field(True, description="calibrate; write the Q/DQ ONNX and the TensorRT calibration cache")
+    calib_method: Literal["entropy", "minmax", "percentile"] = "entropy"
+    calib_images: int = Field(512, ge=1, description="drawn stratified from the train split")
+    calib_seed: int = 0
+    trt_versions: list[str] = Field(
+        ["10.3"], description="TensorRT versions to write calibration caches for and to preflight the graph "
+        "against: 8.5 (JetPack 5), 8.6 (JetPack 6.0), 10.3 (JetPack 6.1/6.2), 10.x, 11.x")
+    teacher: bool = Field(True, description="also export the teacher (for bench)")
+
+
 class RunConfig(_Strict):
     """A whole run. Fields of later stages (export, build, bench) join this model as they land."""
 
@@ -133,6 +151,7 @@ class RunConfig(_Strict):
     teacher: TeacherConfig = Field(default_factory=TeacherConfig)
     student: StudentConfig = Field(default_factory=StudentConfig)
     distill: DistillConfig = Field(default_factory=DistillConfig)
+    export: ExportConfig = Field(default_factory=ExportConfig)
 
     @field_validator("device")
     @classmethod

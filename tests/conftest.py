@@ -37,3 +37,20 @@ def digits_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
         for i, image in enumerate(digits.images[digits.target == cls][:30]):
             Image.fromarray(np.uint8(image * 255 / 16)).save(folder / f"{i:03d}.png")
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished tiny distillation (teacher.pt, student.pt) shared by the export and bench tests."""
+    import os
+
+    from rich.console import Console
+
+    from kd2trt.config import load_config
+    from kd2trt.distill.train import run_distill
+
+    run_dir = tmp_path_factory.mktemp("tiny_run")
+    config = load_config(None, tiny_overrides(**{"distill.baseline": False, "teacher.train.epochs": 4,
+                                                 "student.train.epochs": 6}))
+    run_distill(config, run_dir, console=Console(file=open(os.devnull, "w")))  # noqa: SIM115
+    return run_dir

@@ -46,8 +46,11 @@ class CalibrationSet:
     def sha256(self) -> str:
         return hashlib.sha256(np.ascontiguousarray(self.images).tobytes()).hexdigest()
 
-    def batches(self, batch_size: int) -> list[np.ndarray]:
-        return [self.images[i:i + batch_size] for i in range(0, len(self.images), batch_size)]
+    def batches(self, max_batch: int) -> list[np.ndarray]:
+        """Equal-size batches (the largest divisor of N up to `max_batch`): ONNX Runtime's histogram
+        calibrators stack per-batch arrays and fail on a ragged last batch."""
+        size = next(b for b in range(min(max_batch, len(self.images)), 0, -1) if len(self.images) % b == 0)
+        return [self.images[i:i + size] for i in range(0, len(self.images), size)]
 
 
 def calibration_set_from_split(dataset: ImageDataset, count: int, seed: int, description: str) -> CalibrationSet:
@@ -77,8 +80,9 @@ def calibration_set_from_file(path: Path, expected_chw: tuple[int, int, int]) ->
     except (ValueError, OSError, IndexError) as exc:
         raise Kd2trtError(f"{path}: not a readable .npy/.npz array ({exc}); save with numpy.save") from None
     if array.ndim != 4 or tuple(array.shape[1:]) != tuple(expected_chw):
+        c, h, w = expected_chw
         raise Kd2trtError(f"{path}: calibration data has shape {tuple(array.shape)}, the model takes "
-                          f"N×{expected_chw[0]}×{expected_chw[1]}×{expected_chw[2]} (preprocessed as in the checkpoint)")
+                          f"N×{c}×{h}×{w} (preprocessed as in the checkpoint)")
     if len(array) == 0:
         raise Kd2trtError(f"{path}: calibration data is empty; it needs a few hundred representative images")
     if not np.isfinite(array).all():

@@ -55,7 +55,7 @@ def check_onnx(path: str | Path, display: str | Path | None = None) -> onnx.Mode
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
         raise Kd2trtError(f"{name}: fails the ONNX checker ({str(exc).splitlines()[0][:200]}); "
                           "re-export it or report the model") from None
-    except Exception as exc:  # noqa: BLE001 — a truncated or foreign file
+    except Exception as exc:  # a truncated or foreign file
         raise Kd2trtError(f"{name}: not a readable ONNX model ({type(exc).__name__}); re-export it") from None
     return model
 

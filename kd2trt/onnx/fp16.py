@@ -12,6 +12,7 @@ from pathlib import Path
 
 import onnx
 from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
+from onnxruntime.transformers.onnx_model import OnnxModel
 
 from kd2trt.artifacts import atomic_path
 from kd2trt.onnx.export import check_onnx
@@ -29,6 +30,10 @@ def convert_fp16(onnx_path: Path, output_path: Path) -> Path:
     model = onnx.load(str(onnx_path))
     converted = convert_float_to_float16(model, keep_io_types=True,
                                          op_block_list=sorted(set(DEFAULT_OP_BLOCK_LIST) | set(SENSITIVE_OPS)))
+    # the converter appends the input Casts at the end of the node list; ONNX requires topological order
+    wrapper = OnnxModel(converted)
+    wrapper.topological_sort()
+    converted = wrapper.model
     with atomic_path(output_path) as tmp:
         onnx.save(converted, str(tmp))
         check_onnx(tmp, display=output_path)

@@ -7,8 +7,10 @@ give every consumer its own Q/DQ pair and keep weights as float initialiser → 
 TensorRT 8.5-era parsers need (they reject an int8 initialiser feeding a DequantizeLinear).
 
 The ranges come from `kd2trt.onnx.calibration` and are handed to `quantize_static` through its
-calibration-cache file, so the quantiser does not recalibrate: the Q/DQ scales are exactly the
-statistics written into the TensorRT calibration cache.
+calibration-cache file, so the quantiser does not recalibrate: the Q/DQ scales are the statistics
+written into the TensorRT calibration cache. One deliberate difference: a Conv output consumed only by
+a ReLU is quantised with the ReLU output's range (the negative half is discarded anyway) — which is
+also the scale TensorRT's fused Conv+ReLU kernel uses when it reads the cache.
 """
 
 from __future__ import annotations

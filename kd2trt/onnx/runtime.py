@@ -28,7 +28,7 @@ def session(path: str | Path, *, fake_quant: bool = False, providers: list[str] 
         options.intra_op_num_threads = threads
     try:
         return ort.InferenceSession(str(path), options, providers=providers or ["CPUExecutionProvider"])
-    except Exception as exc:  # noqa: BLE001 — ORT raises its own exception types for bad models
+    except Exception as exc:  # ORT raises its own exception types for bad models
         raise Kd2trtError(f"{path}: ONNX Runtime cannot load it ({str(exc).splitlines()[0][:200]})") from None
 
 

@@ -1,0 +1,318 @@
+"""`kd2trt export`: checkpoint → checked ONNX → FP16 graph → INT8 (calibration cache + Q/DQ) → preview.
+
+Everything here runs on a machine with no GPU and no TensorRT. The outputs are what a TensorRT
+builder on any target needs: the FP32 ONNX (TensorRT ≤ 10.x with builder flags), the FP16 cast graph
+and the Q/DQ graph (TensorRT 11's strongly typed builds), and calibration caches (implicit INT8 on
+TensorRT ≤ 10.x, reusable on a Jetson that has no data). Each INT8 artifact carries a JSON manifest
+so that a cache cannot silently be used with another ONNX or another TensorRT.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime
+import torch
+from rich.console import Console
+from torch import nn
+
+from kd2trt import __version__
+from kd2trt.artifacts import atomic_path, atomic_write_json, sha256_file
+from kd2trt.config import DataConfig, ExportConfig
+from kd2trt.data import DataSplits, Preprocessing, load_data
+from kd2trt.distill.checkpoint import model_from_checkpoint, preprocessing_of, read_checkpoint
+from kd2trt.errors import Kd2trtError
+from kd2trt.onnx import calibration, runtime
+from kd2trt.onnx.calib_cache import CalibrationCache, TrtVersion, read_cache, resolve_algorithm, write_cache
+from kd2trt.onnx.export import check_onnx, export_onnx, opset_of
+from kd2trt.onnx.fp16 import convert_fp16
+from kd2trt.onnx.parity import compare, require
+from kd2trt.onnx.qdq import quantize_qdq
+from kd2trt.onnx.trt_ops import preflight, resolve_line
+
+PARITY_IMAGES = 512
+# A cache header carries the full version and TensorRT ignores a cache whose header differs even in the
+# patch number, so a short target names the release JetPack ships: `8.5` must mean 8.5.2 (JetPack 5.1.x),
+# not 8.5.0. Other short forms (10.14, 11.0) mean .0; give the full version of an x86 install.
+JETPACK_TRT_RELEASES = {"8.5": "8.5.2", "8.6": "8.6.2", "10.3": "10.3.0"}
+
+
+def target_version(text: str) -> TrtVersion:
+    return TrtVersion.parse(JETPACK_TRT_RELEASES.get(text.strip(), text))
+
+
+@dataclass
+class ExportRequest:
+    """What one `kd2trt export` invocation was asked for, beyond the recipe's export section."""
+
+    checkpoint: Path
+    out_dir: Path | None = None
+    calib_data: Path | None = None      # .npy/.npz of preprocessed images instead of the data spec
+    calib_cache: Path | None = None     # reuse: no calibration, no data needed
+    force: bool = False
+
+
+@dataclass
+class ExportRun:
+    request: ExportRequest
+    config: ExportConfig
+    console: Console
+    checkpoint: dict[str, Any] = field(init=False)
+    role: str = field(init=False)
+    out_dir: Path = field(init=False)
+    _data: DataSplits | None = field(init=False, default=None)
+
+    def __post_init__(self) -> None:
+        self.checkpoint = read_checkpoint(self.request.checkpoint)
+        self.role = self.checkpoint["kd2trt"]["role"]
+        self.out_dir = self.request.out_dir or self.request.checkpoint.parent
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.targets = [target_version(v) for v in self.config.trt_versions]
+
+    @property
+    def preprocessing(self) -> Preprocessing:
+        return preprocessing_of(self.checkpoint)
+
+    @property
+    def data(self) -> DataSplits:
+        """The checkpoint's own data spec and preprocessing, loaded on first use only."""
+        if self._data is None:
+            self._data = load_data(data_config_of(self.checkpoint), self.preprocessing)
+        return self._data
+
+    def path(self, suffix: str, role: str | None = None) -> Path:
+        return self.out_dir / f"{role or self.role}{suffix}"
+
+    def split_images(self, split: str, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        dataset = self.data.split(split)
+        count = len(dataset) if limit is None else min(limit, len(dataset))
+        images = torch.stack([dataset[i][0] for i in range(count)]).numpy()
+        return images.astype(np.float32), dataset.labels[:count].numpy()
+
+
+def data_config_of(checkpoint: dict[str, Any]) -> DataConfig:
+    record = checkpoint["data"]
+    return DataConfig(spec=record["spec"], image_size=record["image_size"], channels=record.get("channels"),
+                      val_fraction=record["val_fraction"], test_fraction=record["test_fraction"],
+                      split_seed=record["split_seed"])
+
+
+def torch_logits(model: nn.Module, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    with torch.no_grad():
+        return np.concatenate([model(torch.from_numpy(images[i:i + batch_size])).numpy()
+                               for i in range(0, len(images), batch_size)]).astype(np.float32)
+
+
+def ort_logits(path: Path, images: np.ndarray, fake_quant: bool = False) -> np.ndarray:
+    return runtime.run_batches(runtime.session(path, fake_quant=fake_quant),
+                               [images[i:i + 256] for i in range(0, len(images), 256)])
+
+
+def top1(logits: np.ndarray, labels: np.ndarray) -> float:
+    return float((logits.argmax(1) == labels).mean() * 100.0)
+
+
+def _timed(timings: dict[str, float], key: str, started: float) -> None:
+    timings[key] = round(time.perf_counter() - started, 3)
+
+
+def export_fp32(run: ExportRun, model: nn.Module, role: str, timings: dict[str, float]) -> dict[str, Any]:
+    """ONNX export → checker → parity gate → onnxslim → parity gate again."""
+    started = time.perf_counter()
+    onnx_path = run.path(".onnx", role)
+    val_images, _ = run.split_images("val", PARITY_IMAGES)
+    reference = torch_logits(model, val_images)
+    export_onnx(model, torch.from_numpy(val_images[:2]), onnx_path, run.config.opset)
+    parity = require(compare(reference, ort_logits(onnx_path, val_images)), f"{onnx_path} (ONNX Runtime)",
+                     run.config.parity_atol)
+    record: dict[str, Any] = {"path": str(onnx_path), "parity": parity.as_dict(), "simplified": False}
+    if run.config.simplify:
+        record.update(_simplify(onnx_path, reference, val_images, run.config.parity_atol))
+    model_proto = check_onnx(onnx_path)
+    record.update(opset=opset_of(model_proto), nodes=len(model_proto.graph.node), sha256=sha256_file(onnx_path),
+                  input=[i.name for i in model_proto.graph.input], output=[o.name for o in model_proto.graph.output])
+    _timed(timings, f"{role}_onnx_seconds", started)
+    return record
+
+
+def _simplify(onnx_path: Path, reference: np.ndarray, images: np.ndarray, atol: float) -> dict[str, Any]:
+    import onnxslim
+
+    before = len(onnx.load(str(onnx_path)).graph.node)
+    slimmed = onnxslim.slim(str(onnx_path))
+    with atomic_path(onnx_path) as tmp:
+        onnx.save(slimmed, str(tmp))
+        check_onnx(tmp, display=onnx_path)
+        parity = require(compare(reference, ort_logits(tmp, images)), f"{onnx_path} after onnxslim", atol)
+    return {"simplified": True, "nodes_before_simplify": before, "parity": parity.as_dict()}
+
+
+def run_preflight(run: ExportRun, onnx_path: Path) -> dict[str, Any]:
+    """Operators against each target's TensorRT ONNX parser; a target that cannot parse it stops here."""
+    model = onnx.load(str(onnx_path))
+    results = {}
+    for version in run.config.trt_versions:
+        report = preflight(model, resolve_line(version).line)
+        results[version] = {"ok": report.ok, "unsupported": report.unsupported,
+                            "opset_too_new": report.opset_too_new}
+        if not report.ok:
+            raise Kd2trtError(report.message(onnx_path))
+    return results
+
+
+def export_fp16(run: ExportRun, fp32_path: Path, timings: dict[str, float]) -> dict[str, Any]:
+    started = time.perf_counter()
+    fp16_path = run.path(".fp16.onnx")
+    convert_fp16(fp32_path, fp16_path)
+    val_images, _ = run.split_images("val", PARITY_IMAGES)
+    parity = require(compare(ort_logits(fp32_path, val_images), ort_logits(fp16_path, val_images)),
+                     f"{fp16_path} vs FP32", run.config.fp16_atol, min_agreement=99.0)
+    _timed(timings, "fp16_seconds", started)
+    return {"path": str(fp16_path), "sha256": sha256_file(fp16_path), "parity_vs_fp32": parity.as_dict()}
+
+
+def export_int8(run: ExportRun, fp32_path: Path, onnx_sha: str, timings: dict[str, float]) -> dict[str, Any]:
+    """Calibrate once (or reuse a cache); write caches for the ≤10.x targets and the Q/DQ ONNX."""
+    started = time.perf_counter()
+    method = run.config.calib_method
+    if run.request.calib_cache is not None:
+        amax, calib_record = _reused_cache(run, onnx_sha)
+        ranges = calibration.ranges_from_amax(amax, method)
+    else:
+        calib_set = _calibration_set(run)
+        ranges = calibration.collect_ranges(fp32_path, calib_set, method)
+        amax = calibration.amax_of(ranges)
+        calib_record = {"method": method, "source": calib_set.source, "images": len(calib_set.images),
+                        "sha256": calib_set.sha256}
+        if len(calib_set.images) < calibration.MIN_RECOMMENDED_IMAGES:
+            run.console.print(f"[yellow]warning:[/] calibrating on {len(calib_set.images)} images; "
+                              f"{calibration.MIN_RECOMMENDED_IMAGES}+ representative images give stabler ranges")
+    _timed(timings, "calibration_seconds", started)
+    caches = []
+    for version in run.targets:
+        if not version.supports_implicit_int8:
+            continue  # TensorRT 11 has no calibrator: its INT8 comes from the Q/DQ graph alone
+        cache = CalibrationCache.from_amax(amax, version, resolve_algorithm(method))
+        cache_path = run.path(f".calib-trt{version}.cache")
+        write_cache(cache, cache_path)
+        manifest = {"kind": "kd2trt calibration cache", "cache": cache_path.name, "header": cache.header,
+                    "trt_version": str(version), "algorithm": cache.algorithm, "tensors": len(cache.scales),
+                    "source_onnx": fp32_path.name, "source_onnx_sha256": onnx_sha, "calibration": calib_record,
+                    "preprocessing": run.checkpoint["preprocessing"], "tools": tool_versions()}
+        atomic_write_json(cache_path.with_name(cache_path.name + ".json"), manifest)
+        caches.append({"path": str(cache_path), "header": cache.header, "sha256": sha256_file(cache_path)})
+    started = time.perf_counter()
+    qdq_path = quantize_qdq(fp32_path, run.path(".int8.onnx"), ranges)
+    _timed(timings, "qdq_seconds", started)
+    return {"qdq_onnx": {"path": str(qdq_path), "sha256": sha256_file(qdq_path)}, "caches": caches,
+            "calibration": calib_record, "tensors": len(amax)}
+
+
+def _calibration_set(run: ExportRun) -> calibration.CalibrationSet:
+    prep = run.preprocessing
+    if run.request.calib_data is not None:
+        return calibration.calibration_set_from_file(run.request.calib_data,
+                                                     (prep.channels, prep.image_size, prep.image_size))
+    spec = run.checkpoint["data"]["spec"]
+    return calibration.calibration_set_from_split(run.data.train, run.config.calib_images, run.config.calib_seed,
+                                                  f"{spec} train split")
+
+
+def _reused_cache(run: ExportRun, onnx_sha: str) -> tuple[dict[str, float], dict[str, Any]]:
+    """A cache written earlier: checked against this ONNX and the target TensorRT unless --force."""
+    path = run.request.calib_cache
+    assert path is not None
+    cache = read_cache(path)
+    manifest_path = path.with_name(path.name + ".json")
+    if not run.request.force:
+        if not manifest_path.is_file():
+            raise Kd2trtError(f"{path}: no manifest ({manifest_path.name}) beside it, so it cannot be checked "
+                              "against this ONNX; copy the .json written with it, or pass --force")
+        manifest = json.loads(manifest_path.read_text())
+        calibrated_for = str(manifest.get("source_onnx_sha256", "?"))
+        if calibrated_for != onnx_sha:
+            raise Kd2trtError(f"{path}: was calibrated for another ONNX (sha256 {calibrated_for[:12]}…, this one "
+                              f"{onnx_sha[:12]}…); its scales would be wrong — recalibrate with "
+                              "`kd2trt export --int8` on the host, or pass --force")
+        if cache.version not in run.targets:
+            wanted = ", ".join(str(v) for v in run.targets)
+            raise Kd2trtError(f"{path}: header {cache.header} is for TensorRT {cache.version}, the target is "
+                              f"{wanted}; TensorRT would silently ignore it and recalibrate — pass "
+                              f"--trt-version {cache.version}, re-export for {wanted}, or pass --force")
+    amax = cache.amaxes()
+    return amax, {"method": run.config.calib_method, "source": f"reused cache {path}", "images": 0,
+                  "header": cache.header}
+
+
+def int8_preview(run: ExportRun, fp32: Path, fp16: Path | None, qdq: Path | None, model: nn.Module
+                 ) -> dict[str, Any]:
+    """Test-split top-1 of every form: what INT8 costs before any GPU is involved."""
+    images, labels = run.split_images("test")
+    rows: dict[str, float] = {}
+    teacher_path = run.request.checkpoint.parent / "teacher.pt"
+    if run.role != "teacher" and teacher_path.is_file():
+        teacher = model_from_checkpoint(read_checkpoint(teacher_path, ("teacher",)), teacher_path)
+        rows["teacher (PyTorch)"] = top1(torch_logits(teacher, images), labels)
+    rows[f"{run.role} (PyTorch)"] = top1(torch_logits(model, images), labels)
+    fp32_logits = ort_logits(fp32, images)
+    rows[f"{run.role} FP32 (ONNX Runtime)"] = top1(fp32_logits, labels)
+    out: dict[str, Any] = {"test_images": len(labels), "top1": rows}
+    if fp16 is not None:
+        rows[f"{run.role} FP16 (ONNX Runtime)"] = top1(ort_logits(fp16, images), labels)
+    if qdq is not None:
+        qdq_logits = ort_logits(qdq, images, fake_quant=True)
+        rows[f"{run.role} INT8 Q/DQ (ONNX Runtime, fake-quant)"] = top1(qdq_logits, labels)
+        out["int8_vs_fp32"] = compare(fp32_logits, qdq_logits).as_dict()
+        out["int8_drop_points"] = top1(fp32_logits, labels) - top1(qdq_logits, labels)
+    return out
+
+
+def tool_versions() -> dict[str, str]:
+    return {"kd2trt": __version__, "torch": torch.__version__, "onnx": onnx.__version__,
+            "onnxruntime": onnxruntime.__version__, "python": platform.python_version()}
+
+
+def run_export(request: ExportRequest, config: ExportConfig, console: Console | None = None) -> dict[str, Any]:
+    """All host-side export steps for one checkpoint; writes `<role>.export.json` and returns it."""
+    console = console or Console()
+    started = time.perf_counter()
+    run = ExportRun(request, config, console)
+    model = model_from_checkpoint(run.checkpoint, request.checkpoint)
+    timings: dict[str, float] = {}
+    fp32 = export_fp32(run, model, run.role, timings)
+    fp32_path = Path(fp32["path"])
+    summary: dict[str, Any] = {
+        "checkpoint": str(request.checkpoint), "checkpoint_sha256": sha256_file(request.checkpoint),
+        "role": run.role, "onnx": fp32, "preflight": run_preflight(run, fp32_path),
+        "preprocessing": run.checkpoint["preprocessing"], "classes": run.checkpoint["classes"],
+    }
+    console.print(f"ONNX      {fp32_path}  opset {fp32['opset']}, {fp32['nodes']} nodes, parity max |Δ| "
+                  f"{fp32['parity']['max_abs_diff']:.2e}, top-1 agreement {fp32['parity']['top1_agreement']:.1f}%")
+    teacher_path = request.checkpoint.parent / "teacher.pt"
+    if config.teacher and run.role != "teacher" and teacher_path.is_file():
+        teacher = model_from_checkpoint(read_checkpoint(teacher_path, ("teacher",)), teacher_path)
+        summary["teacher_onnx"] = export_fp32(run, teacher, "teacher", timings)
+    fp16_path = qdq_path = None
+    if config.fp16:
+        summary["fp16"] = export_fp16(run, fp32_path, timings)
+        fp16_path = Path(summary["fp16"]["path"])
+        console.print(f"FP16      {fp16_path}  parity vs FP32 max |Δ| "
+                      f"{summary['fp16']['parity_vs_fp32']['max_abs_diff']:.2e}")
+    if config.int8:
+        summary["int8"] = export_int8(run, fp32_path, fp32["sha256"], timings)
+        qdq_path = Path(summary["int8"]["qdq_onnx"]["path"])
+        for cache in summary["int8"]["caches"]:
+            console.print(f"INT8      {cache['path']}  ({cache['header']}, {summary['int8']['tensors']} tensors)")
+        console.print(f"INT8      {qdq_path}  (Q/DQ, calibrated on {summary['int8']['calibration']['source']})")
+    summary["preview"] = int8_preview(run, fp32_path, fp16_path, qdq_path, model)
+    summary["timings"] = {**timings, "total_seconds": round(time.perf_counter() - started, 3)}
+    summary["tools"] = tool_versions()
+    atomic_write_json(run.path(".export.json"), summary)
+    return summary

@@ -1,0 +1,215 @@
+"""`kd2trt export` on a real (tiny) distilled student: ONNX, parity, FP16, INT8 cache + Q/DQ, preview."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+from rich.console import Console
+
+from kd2trt.config import ExportConfig
+from kd2trt.errors import Kd2trtError
+from kd2trt.onnx import calibration, runtime
+from kd2trt.onnx.calib_cache import read_cache
+from kd2trt.onnx.export import check_onnx
+from kd2trt.onnx.stage import ExportRequest, run_export, target_version
+
+QUIET = Console(file=open(os.devnull, "w"))  # noqa: SIM115
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("export")
+    for name in ("student.pt", "teacher.pt"):
+        shutil.copy(tiny_run / name, out / name)
+    config = ExportConfig(trt_versions=["8.5", "10.3", "11.0"], calib_images=200)
+    summary = run_export(ExportRequest(out / "student.pt"), config, QUIET)
+    return out, summary
+
+
+def test_all_artifacts_written_and_checked(exported: tuple[Path, dict]) -> None:
+    out, summary = exported
+    for name in ("student.onnx", "teacher.onnx", "student.fp16.onnx", "student.int8.onnx",
+                 "student.calib-trt8.5.2.cache", "student.calib-trt10.3.0.cache", "student.export.json"):
+        assert (out / name).is_file(), name
+    assert not (out / "student.calib-trt11.0.0.cache").exists()  # TensorRT 11: no calibrator, Q/DQ only
+    assert not list(out.glob(".*.tmp"))
+    for onnx_file in out.glob("*.onnx"):
+        check_onnx(onnx_file)
+    assert summary["onnx"]["opset"] == 17
+    assert summary["onnx"]["parity"]["max_abs_diff"] < 1e-4
+    assert summary["onnx"]["parity"]["top1_agreement"] == 100.0
+    assert json.loads((out / "student.export.json").read_text())["onnx"]["sha256"] == summary["onnx"]["sha256"]
+    assert set(summary["preflight"]) == {"8.5", "10.3", "11.0"}
+
+
+def test_onnx_has_dynamic_batch(exported: tuple[Path, dict]) -> None:
+    out, _ = exported
+    session = runtime.session(out / "student.onnx")
+    for batch in (1, 7):
+        logits = session.run(None, {"input": np.zeros((batch, 1, 8, 8), np.float32)})[0]
+        assert logits.shape == (batch, 10)
+
+
+def test_fp16_graph_has_fp32_io_and_fp16_inside(exported: tuple[Path, dict]) -> None:
+    out, summary = exported
+    model = onnx.load(str(out / "student.fp16.onnx"))
+    assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert model.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    conv_weights = {n.input[1] for n in model.graph.node if n.op_type == "Conv"}
+    assert {i.data_type for i in model.graph.initializer if i.name in conv_weights} == {onnx.TensorProto.FLOAT16}
+    assert summary["fp16"]["parity_vs_fp32"]["max_abs_diff"] < 0.05
+
+
+def test_qdq_graph_follows_tensorrt_rules(exported: tuple[Path, dict]) -> None:
+    """Symmetric int8, zero point 0, per-channel weights on axis 0, per-tensor activations, opset ≥ 13."""
+    out, _ = exported
+    model = onnx.load(str(out / "student.int8.onnx"))
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    assert next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) >= 13
+    qdq = [n for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
+    assert qdq
+    producers = {o: n for n in model.graph.node for o in n.output}
+    conv_weights = {n.input[1] for n in model.graph.node if n.op_type == "Conv"}
+    for node in qdq:
+        zero_point = inits[node.input[2]]
+        assert zero_point.dtype == np.int8 and not zero_point.any(), node.name
+        scale = inits[node.input[1]]
+        axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
+        feeds_conv_weight = any(node.output[0] == w or producers.get(w) is node for w in conv_weights)
+        if feeds_conv_weight and node.op_type == "DequantizeLinear":
+            assert scale.ndim == 1 and scale.size > 1 and axis == 0, node.name
+    # weights stay float initialisers → Q → DQ (TensorRT 8.5-era parsers reject int8 initialiser → DQ)
+    weight_dq_inputs = [n.input[0] for n in qdq if n.op_type == "DequantizeLinear"]
+    assert not any(inits.get(name) is not None and inits[name].dtype == np.int8 for name in weight_dq_inputs)
+
+
+def test_cache_and_qdq_share_the_same_statistics(exported: tuple[Path, dict]) -> None:
+    out, _ = exported
+    cache = read_cache(out / "student.calib-trt10.3.0.cache")
+    assert cache.header == "TRT-100300-EntropyCalibration2"
+    assert read_cache(out / "student.calib-trt8.5.2.cache").header == "TRT-8502-EntropyCalibration2"
+    fp32 = onnx.load(str(out / "student.onnx"))
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in fp32.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    model = onnx.load(str(out / "student.int8.onnx"))
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    checked = relu_fused = 0
+    for node in model.graph.node:
+        if node.op_type == "QuantizeLinear" and node.input[0] in cache.scales:
+            tensor = node.input[0]
+            users = consumers.get(tensor, [])
+            if len(users) == 1 and users[0].op_type == "Relu":  # Conv→ReLU: quantised with the ReLU's range
+                tensor, relu_fused = users[0].output[0], relu_fused + 1
+            assert float(inits[node.input[1]]) == pytest.approx(cache.scales[tensor], rel=1e-6), node.input[0]
+            checked += 1
+    assert checked == 7 and relu_fused == 2  # input, 2 × (Conv, ReLU), pool, flatten
+    assert "input" in cache.scales
+
+
+def test_preview_reports_every_form(exported: tuple[Path, dict]) -> None:
+    _, summary = exported
+    rows = summary["preview"]["top1"]
+    assert set(rows) == {"teacher (PyTorch)", "student (PyTorch)", "student FP32 (ONNX Runtime)",
+                         "student FP16 (ONNX Runtime)", "student INT8 Q/DQ (ONNX Runtime, fake-quant)"}
+    assert rows["student FP32 (ONNX Runtime)"] == pytest.approx(rows["student (PyTorch)"])
+    assert rows["student INT8 Q/DQ (ONNX Runtime, fake-quant)"] > rows["student FP32 (ONNX Runtime)"] - 5
+    assert rows["student FP32 (ONNX Runtime)"] > 30  # the tiny student learned something
+
+
+def test_reusing_a_cache_needs_no_data_and_is_checked(exported: tuple[Path, dict], tmp_path: Path) -> None:
+    out, first = exported
+    shutil.copy(out / "student.pt", tmp_path / "student.pt")
+    cache = out / "student.calib-trt10.3.0.cache"
+    config = ExportConfig(trt_versions=["10.3"], fp16=False, teacher=False)
+    summary = run_export(ExportRequest(tmp_path / "student.pt", calib_cache=cache), config, QUIET)
+    assert summary["int8"]["calibration"]["source"].startswith("reused cache")
+    assert summary["onnx"]["sha256"] == first["onnx"]["sha256"]  # the export is deterministic
+    assert read_cache(tmp_path / "student.calib-trt10.3.0.cache").scales == read_cache(cache).scales
+
+    with pytest.raises(Kd2trtError, match=r"header TRT-100300-EntropyCalibration2 is for TensorRT 10\.3\.0, "
+                                          r"the target is 8\.6\.2; TensorRT would silently ignore it"):
+        run_export(ExportRequest(tmp_path / "student.pt", calib_cache=cache),
+                   config.model_copy(update={"trt_versions": ["8.6"]}), QUIET)
+    shutil.copy(out / "teacher.pt", tmp_path / "teacher.pt")
+    with pytest.raises(Kd2trtError, match="was calibrated for another ONNX"):
+        run_export(ExportRequest(tmp_path / "teacher.pt", calib_cache=cache), config, QUIET)
+    forced = run_export(ExportRequest(tmp_path / "teacher.pt", calib_cache=cache, force=True),
+                        config.model_copy(update={"int8": True}), QUIET)
+    assert forced["int8"]["caches"]
+
+
+def test_calibration_data_file_shape_and_content(tmp_path: Path) -> None:
+    good = tmp_path / "good.npy"
+    np.save(good, np.zeros((5, 1, 8, 8), np.float32))
+    assert len(calibration.calibration_set_from_file(good, (1, 8, 8)).images) == 5
+    wrong = tmp_path / "wrong.npy"
+    np.save(wrong, np.zeros((5, 3, 8, 8), np.float32))
+    with pytest.raises(Kd2trtError, match=r"wrong\.npy: calibration data has shape \(5, 3, 8, 8\), the model takes "
+                                          r"N×1×8×8"):
+        calibration.calibration_set_from_file(wrong, (1, 8, 8))
+    empty = tmp_path / "empty.npy"
+    np.save(empty, np.zeros((0, 1, 8, 8), np.float32))
+    with pytest.raises(Kd2trtError, match="calibration data is empty"):
+        calibration.calibration_set_from_file(empty, (1, 8, 8))
+    nan = tmp_path / "nan.npz"
+    np.savez(nan, images=np.full((2, 1, 8, 8), np.nan, np.float32))
+    with pytest.raises(Kd2trtError, match="NaN or inf"):
+        calibration.calibration_set_from_file(nan, (1, 8, 8))
+
+
+def test_non_finite_activation_range_is_an_error() -> None:
+    ranges = calibration.ranges_from_amax({"conv_out": float("inf")}, "entropy")
+    with pytest.raises(Kd2trtError, match="tensor 'conv_out' has non-finite activations"):
+        calibration.amax_of(ranges)
+
+
+def test_stratified_calibration_sample(tiny_run: Path) -> None:
+    from kd2trt.config import DataConfig
+    from kd2trt.data import load_data
+
+    data = load_data(DataConfig(image_size=8))
+    calib = calibration.calibration_set_from_split(data.train, 100, seed=0, description="digits")
+    assert calib.images.shape == (100, 1, 8, 8)
+    again = calibration.calibration_set_from_split(data.train, 100, seed=0, description="digits")
+    assert calib.sha256 == again.sha256
+
+
+def test_bad_checkpoint_and_too_new_opset(tiny_run: Path, tmp_path: Path) -> None:
+    import torch
+
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"weight": torch.zeros(2)}, foreign)
+    with pytest.raises(Kd2trtError, match=r"foreign\.pt: not a kd2trt checkpoint"):
+        run_export(ExportRequest(foreign), ExportConfig(), QUIET)
+    shutil.copy(tiny_run / "student.pt", tmp_path / "student.pt")
+    config = ExportConfig(opset=18, trt_versions=["8.5"], fp16=False, int8=False, teacher=False)
+    with pytest.raises(Kd2trtError, match="opset 18"):
+        run_export(ExportRequest(tmp_path / "student.pt"), config, QUIET)
+
+
+def test_checker_rejects_a_broken_graph(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.onnx"
+    graph = onnx.helper.make_graph([onnx.helper.make_node("Relu", ["missing"], ["y"])], "g",
+                                   [], [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])])
+    onnx.save(onnx.helper.make_model(graph), broken)
+    with pytest.raises(Kd2trtError, match=r"broken\.onnx: fails the ONNX checker"):
+        check_onnx(broken)
+    (tmp_path / "garbage.onnx").write_bytes(b"\x00\x01garbage")
+    with pytest.raises(Kd2trtError, match=r"garbage\.onnx: (not a readable ONNX model|fails the ONNX checker)"):
+        check_onnx(tmp_path / "garbage.onnx")
+
+
+def test_short_targets_mean_the_jetpack_release() -> None:
+    assert str(target_version("8.5")) == "8.5.2"
+    assert str(target_version("8.6")) == "8.6.2"
+    assert str(target_version("10.3")) == "10.3.0"
+    assert str(target_version("10.14.1")) == "10.14.1"
