@@ -157,6 +157,53 @@ def _print_preview(summary: dict[str, Any]) -> None:
     _out.print(f"manifest: {Path(summary['onnx']['path']).with_suffix('.export.json')}")
 
 
+@app.command()
+def bench(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory of `kd2trt distill` (+ `kd2trt export`).")],
+    recipe: Annotated[Path | None, typer.Option(help="Recipe whose `bench:` section to use (default: built-in).")
+                      ] = None,
+    out: Annotated[Path | None, typer.Option(help="Where report.md/json/png go (default: the run directory).")
+                   ] = None,
+    engines: Annotated[Path | None, typer.Option(help="Engine directory (default: engines/<run name>).")] = None,
+    batch_size: Annotated[list[int] | None, typer.Option(help="Latency batch size (repeatable).")] = None,
+    iterations: Annotated[int | None, typer.Option(help="Timed iterations per batch size.")] = None,
+    warmup: Annotated[int | None, typer.Option(help="Untimed warm-up iterations.")] = None,
+    duration: Annotated[float | None, typer.Option(help="Time each batch size for at least this many seconds.")
+                        ] = None,
+    threads: Annotated[int | None, typer.Option(help="CPU threads for PyTorch and ONNX Runtime.")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda for the PyTorch/ONNX Runtime runners.")
+                      ] = None,
+    max_top1_drop: Annotated[float | None, typer.Option(help="Gate: max top-1 points below the teacher.")] = None,
+    min_agreement: Annotated[float | None, typer.Option(help="Gate: min % agreement with the teacher.")] = None,
+    min_speedup: Annotated[float | None, typer.Option(help="Gate: min p50 speed-up over the teacher.")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a recipe key: --set bench.warmup=50")
+                    ] = None,
+) -> None:
+    """Accuracy and latency of teacher, student and every exported form; report + gates (exit 1 on failure)."""
+    try:
+        from kd2trt.bench.stage import BenchRequest, run_bench
+        from kd2trt.config import load_config
+
+        config = load_config(recipe, _overrides(
+            set_, **{"bench.batch_sizes": batch_size, "bench.iterations": iterations, "bench.warmup": warmup,
+                     "bench.duration_s": duration, "bench.threads": threads, "bench.device": device,
+                     "bench.max_top1_drop": max_top1_drop, "bench.min_agreement": min_agreement,
+                     "bench.min_speedup": min_speedup}))
+        result = run_bench(BenchRequest(run_dir, out, engines), config.bench, _out)
+    except Kd2trtError as exc:
+        _fail(_one_line(exc))
+    except KeyboardInterrupt:
+        _fail("interrupted; no report was written", 130)
+    for item in result["skipped"]:
+        _out.print(f"[dim]skipped: {item}[/]")
+    _out.print("report: " + ", ".join(result["files"].values()))
+    failed = [gate for gate in result["gates"] if not gate["passed"]]
+    for gate in result["gates"]:
+        _out.print(f"{'[green]PASS' if gate['passed'] else '[red]FAIL'}[/] {gate['message']}", highlight=False)
+    if failed:
+        raise typer.Exit(1)
+
+
 def run() -> None:
     """Console-script entry point."""
     app(prog_name="kd2trt")

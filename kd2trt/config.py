@@ -139,6 +139,20 @@ class ExportConfig(_Strict):
     teacher: bool = Field(True, description="also export the teacher (for bench)")
 
 
+class BenchConfig(_Strict):
+    """Latency protocol and the CI gates of `kd2trt bench`."""
+
+    batch_sizes: list[int] = Field([1, 32], min_length=1, description="latency is measured at each")
+    warmup: int = Field(20, ge=0, description="untimed iterations first (caches, allocator, clocks)")
+    iterations: int = Field(200, ge=5, description="timed iterations per batch size")
+    duration_s: float | None = Field(None, gt=0, description="time for at least this long instead")
+    threads: int | None = Field(None, ge=1, description="CPU threads for PyTorch and ONNX Runtime")
+    device: str = Field("auto", description="auto | cpu | cuda: where the PyTorch and ONNX Runtime runners run")
+    max_top1_drop: float | None = Field(None, ge=0, description="gate: student rows' top-1 drop vs teacher")
+    min_agreement: float | None = Field(None, ge=0, le=100, description="gate: % agreement with the teacher")
+    min_speedup: float | None = Field(None, gt=0, description="gate: p50 speed-up vs the teacher (batch 1)")
+
+
 class RunConfig(_Strict):
     """A whole run. Fields of later stages (export, build, bench) join this model as they land."""
 
@@ -152,6 +166,7 @@ class RunConfig(_Strict):
     student: StudentConfig = Field(default_factory=StudentConfig)
     distill: DistillConfig = Field(default_factory=DistillConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
+    bench: BenchConfig = Field(default_factory=BenchConfig)
 
     @field_validator("device")
     @classmethod

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from kd2trt import __version__
+from kd2trt.config import DataConfig
 from kd2trt.data import Preprocessing
 from kd2trt.errors import Kd2trtError
 from kd2trt.models import build_model
@@ -78,3 +79,11 @@ def model_from_checkpoint(checkpoint: dict[str, Any], source: str | Path = "<che
 
 def preprocessing_of(checkpoint: dict[str, Any]) -> Preprocessing:
     return Preprocessing.model_validate(checkpoint["preprocessing"])
+
+
+def data_config_of(checkpoint: dict[str, Any]) -> DataConfig:
+    """The data spec and split a checkpoint was trained on, to rebuild exactly the same splits."""
+    record = checkpoint["data"]
+    return DataConfig(spec=record["spec"], image_size=record["image_size"], channels=record.get("channels"),
+                      val_fraction=record["val_fraction"], test_fraction=record["test_fraction"],
+                      split_seed=record["split_seed"])

@@ -25,9 +25,9 @@ from torch import nn
 
 from kd2trt import __version__
 from kd2trt.artifacts import atomic_path, atomic_write_json, sha256_file
-from kd2trt.config import DataConfig, ExportConfig
+from kd2trt.config import ExportConfig
 from kd2trt.data import DataSplits, Preprocessing, load_data
-from kd2trt.distill.checkpoint import model_from_checkpoint, preprocessing_of, read_checkpoint
+from kd2trt.distill.checkpoint import data_config_of, model_from_checkpoint, preprocessing_of, read_checkpoint
 from kd2trt.errors import Kd2trtError
 from kd2trt.onnx import calibration, runtime
 from kd2trt.onnx.calib_cache import CalibrationCache, TrtVersion, read_cache, resolve_algorithm, write_cache
@@ -95,13 +95,6 @@ class ExportRun:
         count = len(dataset) if limit is None else min(limit, len(dataset))
         images = torch.stack([dataset[i][0] for i in range(count)]).numpy()
         return images.astype(np.float32), dataset.labels[:count].numpy()
-
-
-def data_config_of(checkpoint: dict[str, Any]) -> DataConfig:
-    record = checkpoint["data"]
-    return DataConfig(spec=record["spec"], image_size=record["image_size"], channels=record.get("channels"),
-                      val_fraction=record["val_fraction"], test_fraction=record["test_fraction"],
-                      split_seed=record["split_seed"])
 
 
 def torch_logits(model: nn.Module, images: np.ndarray, batch_size: int = 256) -> np.ndarray:

@@ -1,0 +1,1 @@
+"""kd2trt bench: runners, accuracy, latency, telemetry, report and gates."""

@@ -1,0 +1,108 @@
+"""The bench report: a Markdown table people read, JSON with every figure, a latency-vs-accuracy plot,
+and the gates a CI/CD pipeline uses (exit code 1 naming the failing row and figure)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from kd2trt.artifacts import atomic_path, atomic_write_json, atomic_write_text
+from kd2trt.config import BenchConfig
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "—"
+    return f"{n / 1e6:.2f} MB" if n >= 1e6 else f"{n / 1e3:.1f} kB"
+
+
+def markdown(result: dict[str, Any]) -> str:
+    rows = result["rows"]
+    b0, b_max = result["batch_sizes"][0], result["batch_sizes"][-1]
+    env = result["environment"]
+    lines = [
+        f"# kd2trt bench — {result['run']}",
+        "",
+        f"Test split: {result['test_images']} images of `{result['data_spec']}`, {result['num_classes']} classes. "
+        f"Machine: {env['machine']}. Latency: {result['protocol']}.",
+        "",
+        f"| model | backend | precision | device | params | file | top-1 | Δ vs teacher | agreement | "
+        f"p50 ms (b={b0}) | p99 ms (b={b0}) | img/s (b={b_max}) | speed-up |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        first, last = row["latency"][str(b0)]["host"], row["latency"][str(b_max)]
+        params = f"{row['params']:,}" if row.get("params") else "—"
+        lines.append(
+            f"| {row['model']} | {row['backend']} | {row['precision']} | {row['device']} | {params} | "
+            f"{_size(row.get('file_bytes'))} | {row['accuracy']['top1']:.2f}% | {row['delta_top1_vs_teacher']:+.2f} | "
+            f"{row['accuracy']['agreement_with_teacher']:.1f}% | {first['median_ms']:.3f} | {first['p99_ms']:.3f} | "
+            f"{last['throughput_ips']:,.0f} | {row['speedup_vs_teacher']:.1f}× |")
+    notes = sorted({note for row in rows for note in row.get("notes", [])})
+    if notes:
+        lines += ["", *[f"- {note}" for note in notes]]
+    if result.get("skipped"):
+        lines += ["", "Not measured here:", *[f"- {item}" for item in result["skipped"]]]
+    if result.get("gates"):
+        lines += ["", "Gates:", *[f"- {'PASS' if g['passed'] else 'FAIL'}: {g['message']}" for g in result["gates"]]]
+    return "\n".join(lines) + "\n"
+
+
+def plot(result: dict[str, Any], path: Path) -> Path:
+    """p50 latency at the first batch size (log scale) against top-1, one labelled point per row."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    b0 = str(result["batch_sizes"][0])
+    fig, ax = plt.subplots(figsize=(7.5, 4.8), dpi=120)
+    markers = {"pytorch": "o", "onnxruntime": "s", "tensorrt": "^"}
+    for row in result["rows"]:
+        x, y = row["latency"][b0]["host"]["median_ms"], row["accuracy"]["top1"]
+        ax.scatter(x, y, marker=markers.get(row["backend"], "o"), s=60, zorder=3, alpha=0.85,
+                   label=f"{row['model']} {row['precision']} ({row['backend']}, {row['device']})")
+    ax.set_xscale("log")
+    ax.set_xlabel(f"p50 host latency at batch {b0} (ms, log scale)")
+    ax.set_ylabel("test top-1 (%)")
+    ax.set_title(f"kd2trt bench — {result['run']}: latency vs accuracy")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7, loc="best", framealpha=0.9)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return path
+
+
+def evaluate_gates(result: dict[str, Any], config: BenchConfig) -> list[dict[str, Any]]:
+    """Each configured gate checked on every student row (the deployable forms)."""
+    gates = []
+    for row in result["rows"]:
+        if row["model"] != "student":
+            continue
+        label = f"{row['model']} {row['precision']} ({row['backend']}, {row['device']})"
+        checks = [
+            ("max_top1_drop", -row["delta_top1_vs_teacher"], config.max_top1_drop,
+             lambda value, limit: value <= limit, "top-1 drop vs teacher {value:.2f} points", "≤"),
+            ("min_agreement", row["accuracy"]["agreement_with_teacher"], config.min_agreement,
+             lambda value, limit: value >= limit, "agreement with teacher {value:.2f}%", "≥"),
+            ("min_speedup", row["speedup_vs_teacher"], config.min_speedup,
+             lambda value, limit: value >= limit, "speed-up vs teacher {value:.2f}×", "≥"),
+        ]
+        for name, value, limit, passes, text, sign in checks:
+            if limit is None:
+                continue
+            passed = bool(passes(value, limit))
+            flag = "--" + name.replace("_", "-")
+            gates.append({"gate": name, "row": label, "value": value, "limit": limit, "passed": passed,
+                          "message": f"{label}: {text.format(value=value)} (required {sign} {limit:g}, {flag})"})
+    return gates
+
+
+def write_report(result: dict[str, Any], out_dir: Path) -> dict[str, Path]:
+    paths = {"json": out_dir / "report.json", "markdown": out_dir / "report.md", "plot": out_dir / "report.png"}
+    atomic_write_json(paths["json"], result)
+    atomic_write_text(paths["markdown"], markdown(result))
+    plot(result, paths["plot"])
+    return paths

@@ -1,0 +1,174 @@
+"""`kd2trt bench`: teacher, student (KD and scratch) and every exported form of the student, side by side
+on the same test split and the same machine — accuracy, latency, a report, and gates.
+
+Every runner gets the same preprocessed batches, rebuilt from the student checkpoint's own data spec and
+preprocessing (the teacher's must be identical, or the comparison would be meaningless).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+import torch
+from rich.console import Console
+
+from kd2trt import __version__
+from kd2trt.bench.accuracy import accuracy
+from kd2trt.bench.latency import measure
+from kd2trt.bench.report import evaluate_gates, write_report
+from kd2trt.bench.runners import OrtRunner, Runner, RunnerInfo, TorchRunner, ort_providers
+from kd2trt.config import BenchConfig
+from kd2trt.data import load_data
+from kd2trt.distill.checkpoint import data_config_of, model_from_checkpoint, preprocessing_of, read_checkpoint
+from kd2trt.distill.distributed import resolve_device
+from kd2trt.errors import Kd2trtError
+
+
+@dataclass
+class BenchRequest:
+    run_dir: Path
+    out_dir: Path | None = None
+    engines_dir: Path | None = None
+
+
+@dataclass
+class Candidate:
+    """A runner not built yet: built, measured and closed one at a time to bound memory."""
+
+    info: RunnerInfo
+    build: Callable[[], Runner]
+
+
+def _checkpoints(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any] | None]:
+    student = read_checkpoint(run_dir / "student.pt", ("student",))
+    teacher = read_checkpoint(run_dir / "teacher.pt", ("teacher",))
+    baseline_path = run_dir / "baseline.pt"
+    baseline = read_checkpoint(baseline_path, ("baseline",)) if baseline_path.is_file() else None
+    for name, other in (("teacher.pt", teacher), ("baseline.pt", baseline)):
+        if other is None:
+            continue
+        if other["preprocessing"] != student["preprocessing"] or other["classes"] != student["classes"]:
+            raise Kd2trtError(f"{run_dir / name}: preprocessing or classes differ from student.pt; bench compares "
+                              "models of one `kd2trt distill` run — pass that run's directory")
+    return student, teacher, baseline
+
+
+def candidates(request: BenchRequest, config: BenchConfig, device: torch.device,
+               student: dict[str, Any], teacher: dict[str, Any], baseline: dict[str, Any] | None,
+               skipped: list[str]) -> Iterator[Candidate]:
+    run_dir = request.run_dir
+    dev = str(device)
+    for name, checkpoint in (("teacher", teacher), ("student", student), ("baseline", baseline)):
+        if checkpoint is not None:
+            info = RunnerInfo(name, "pytorch", "fp32", dev, file=str(run_dir / f"{name}.pt"),
+                              file_bytes=os.path.getsize(run_dir / f"{name}.pt"))
+            yield Candidate(info, lambda c=checkpoint, i=info: TorchRunner(model_from_checkpoint(c), i, device))
+    providers = ort_providers(dev)
+    ort_device = "cuda" if providers[0] == "CUDAExecutionProvider" else "cpu"
+    for suffix, precision in ((".onnx", "fp32"), (".fp16.onnx", "fp16"), (".int8.onnx", "int8")):
+        path = run_dir / f"student{suffix}"
+        if path.is_file():
+            info = RunnerInfo("student", "onnxruntime", precision, ort_device)
+            yield Candidate(info, lambda p=path, i=info: OrtRunner(p, i, providers, config.threads))
+        else:
+            skipped.append(f"student {precision} ONNX: {path} not found (run `kd2trt export {run_dir}/student.pt`)")
+    yield from _engine_candidates(request, skipped)
+
+
+def _engine_candidates(request: BenchRequest, skipped: list[str]) -> Iterator[Candidate]:
+    engines_dir = request.engines_dir or Path("engines") / request.run_dir.name
+    engines = sorted(engines_dir.glob("*.engine")) if engines_dir.is_dir() else []
+    if not engines:
+        skipped.append(f"TensorRT engines: none in {engines_dir} (build them with `kd2trt export --fp16 --int8` "
+                       "on the target)")
+        return
+    from kd2trt.bench.trt_runner import engine_candidates
+
+    yield from engine_candidates(engines, skipped)
+
+
+def environment(device: torch.device) -> dict[str, Any]:
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError, StopIteration):
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    env: dict[str, Any] = {
+        "cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(), "torch": torch.__version__, "onnxruntime": ort.__version__,
+        "kd2trt": __version__, "device": str(device),
+    }
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        env.update(gpu=props.name, compute_capability=f"{props.major}.{props.minor}", cuda=torch.version.cuda)
+    env["machine"] = f"{env.get('gpu', cpu)}, {env['cores']} cores, {env['torch_threads']} torch threads"
+    return env
+
+
+def _batch_of(images: np.ndarray, size: int) -> np.ndarray:
+    reps = -(-size // len(images))
+    return np.ascontiguousarray(np.concatenate([images] * reps)[:size])
+
+
+def run_bench(request: BenchRequest, config: BenchConfig, console: Console | None = None) -> dict[str, Any]:
+    """Measure every candidate, write report.{md,json,png}; the result includes the gates' outcome."""
+    console = console or Console()
+    student, teacher, baseline = _checkpoints(request.run_dir)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    device = resolve_device(config.device)
+    data = load_data(data_config_of(student), preprocessing_of(student))
+    test = data.test
+    images = torch.stack([test[i][0] for i in range(len(test))]).numpy().astype(np.float32)
+    labels = test.labels.numpy()
+    eval_batch = max(config.batch_sizes)
+    skipped: list[str] = []
+    rows: list[dict[str, Any]] = []
+    teacher_logits = reference = None
+    for candidate in candidates(request, config, device, student, teacher, baseline, skipped):
+        runner = candidate.build()
+        try:
+            logits = np.concatenate([runner.infer(images[i:i + eval_batch])
+                                     for i in range(0, len(images), eval_batch)])
+            if logits.shape[1] != data.num_classes:
+                raise Kd2trtError(f"{runner.info.file or runner.info.label}: outputs {logits.shape[1]} classes, "
+                                  f"the data set has {data.num_classes}; bench the run this model came from")
+            if teacher_logits is None:
+                teacher_logits = logits
+            if reference is None and runner.info.model == "student" and runner.info.precision == "fp32":
+                reference = logits
+            latency = {str(b): measure(runner, _batch_of(images, b), warmup=config.warmup,
+                                       iterations=config.iterations, duration_s=config.duration_s).as_dict()
+                       for b in config.batch_sizes}
+        finally:
+            runner.close()
+        row = {**runner.info.__dict__, "label": runner.info.label,
+               "accuracy": accuracy(logits, labels, teacher_logits, reference, data.classes), "latency": latency}
+        rows.append(row)
+        first = latency[str(config.batch_sizes[0])]["host"]
+        console.print(f"{runner.info.label:48s} top-1 {row['accuracy']['top1']:6.2f}%  p50 {first['median_ms']:.3f} ms")
+    teacher_row = rows[0]
+    b0 = str(config.batch_sizes[0])
+    for row in rows:
+        row["delta_top1_vs_teacher"] = row["accuracy"]["top1"] - teacher_row["accuracy"]["top1"]
+        row["speedup_vs_teacher"] = (teacher_row["latency"][b0]["host"]["median_ms"]
+                                     / row["latency"][b0]["host"]["median_ms"])
+    result: dict[str, Any] = {
+        "run": request.run_dir.name, "data_spec": student["data"]["spec"], "test_images": len(labels),
+        "num_classes": data.num_classes, "batch_sizes": config.batch_sizes,
+        "protocol": (f"{config.warmup} warm-up + {config.iterations} timed iterations per batch size"
+                     + (f" (at least {config.duration_s:g} s)" if config.duration_s else "")
+                     + ", host latency by perf_counter_ns, GPU compute by CUDA events"),
+        "environment": environment(device), "rows": rows, "skipped": skipped,
+    }
+    result["gates"] = evaluate_gates(result, config)
+    out_dir = request.out_dir or request.run_dir
+    result["files"] = {k: str(v) for k, v in write_report(result, out_dir).items()}
+    return result

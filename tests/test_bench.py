@@ -1,0 +1,152 @@
+"""`kd2trt bench`: the latency harness, accuracy figures, gates, and an end-to-end run on a tiny student."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from rich.console import Console
+from typer.testing import CliRunner
+
+from kd2trt.bench.accuracy import accuracy
+from kd2trt.bench.latency import Percentiles, measure
+from kd2trt.bench.report import evaluate_gates
+from kd2trt.bench.runners import RunnerInfo
+from kd2trt.bench.stage import BenchRequest, run_bench
+from kd2trt.cli import app
+from kd2trt.config import BenchConfig, ExportConfig
+from kd2trt.errors import Kd2trtError
+from kd2trt.models import build_model, model_spec
+from kd2trt.onnx.export import export_onnx
+from kd2trt.onnx.stage import ExportRequest, run_export
+
+QUIET = Console(file=open(os.devnull, "w"))  # noqa: SIM115
+FAST = BenchConfig(batch_sizes=[1, 4], warmup=2, iterations=10)
+
+
+class SleepRunner:
+    """A runner whose every call takes ~2 ms: checks what the harness counts and times."""
+
+    def __init__(self) -> None:
+        self.info = RunnerInfo("student", "test", "fp32", "cpu")
+        self.calls = 0
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        self.calls += 1
+        time.sleep(0.002)
+        return np.zeros((len(batch), 10), np.float32)
+
+    def time_compute(self, batch: np.ndarray, iterations: int) -> None:
+        return None
+
+    def close(self) -> None:
+        pass
+
+
+def test_percentiles_known_values() -> None:
+    p = Percentiles.of(list(range(1, 101)))
+    assert (p.median_ms, p.mean_ms, p.min_ms, p.max_ms) == (50.5, 50.5, 1.0, 100.0)
+    assert p.p90_ms == pytest.approx(90.1) and p.p99_ms == pytest.approx(99.01)
+
+
+def test_harness_warms_up_then_times() -> None:
+    runner = SleepRunner()
+    result = measure(runner, np.zeros((4, 1, 8, 8), np.float32), warmup=3, iterations=20)
+    assert runner.calls == 23 and result.iterations == 20 and result.batch_size == 4
+    assert 2.0 <= result.host.median_ms < 10.0
+    assert result.throughput_ips == pytest.approx(4000 / result.host.mean_ms)
+    assert result.gpu_compute is None
+
+
+def test_harness_duration_mode() -> None:
+    runner = SleepRunner()
+    started = time.perf_counter()
+    result = measure(runner, np.zeros((1, 1, 8, 8), np.float32), warmup=0, iterations=5, duration_s=0.1)
+    assert time.perf_counter() - started >= 0.1 and result.iterations > 5
+
+
+def test_accuracy_figures() -> None:
+    labels = np.array([0, 1, 2, 0])
+    teacher = np.eye(3)[[0, 1, 2, 1]] * 5.0
+    model = np.eye(3)[[0, 1, 1, 1]] * 5.0
+    out = accuracy(model, labels, teacher, reference_logits=teacher, classes=["a", "b", "c"])
+    assert out["top1"] == 50.0
+    assert out["agreement_with_teacher"] == 75.0
+    assert out["max_abs_diff_vs_fp32_student"] == 5.0
+    assert out["per_class_top1"] == {"a": 50.0, "b": 100.0, "c": 0.0}
+    assert "top5" not in out  # fewer than 10 classes
+    assert accuracy(teacher, labels, teacher, None, ["a", "b", "c"])["kl_to_teacher"] == pytest.approx(0.0)
+    assert out["kl_to_teacher"] > 1.0
+
+
+def test_gates_name_row_and_figure() -> None:
+    row = {"model": "student", "precision": "int8", "backend": "tensorrt", "device": "cuda:0",
+           "delta_top1_vs_teacher": -3.0, "accuracy": {"agreement_with_teacher": 96.0}, "speedup_vs_teacher": 8.0}
+    gates = evaluate_gates({"rows": [row]}, BenchConfig(max_top1_drop=2.0, min_agreement=95, min_speedup=10))
+    verdicts = {g["gate"]: g["passed"] for g in gates}
+    assert verdicts == {"max_top1_drop": False, "min_agreement": True, "min_speedup": False}
+    failed = next(g for g in gates if g["gate"] == "max_top1_drop")
+    assert failed["message"] == ("student int8 (tensorrt, cuda:0): top-1 drop vs teacher 3.00 points "
+                                 "(required ≤ 2, --max-top1-drop)")
+    assert evaluate_gates({"rows": [row]}, BenchConfig()) == []
+
+
+@pytest.fixture(scope="module")
+def exported_run(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run_dir = tmp_path_factory.mktemp("bench_run")
+    for name in ("student.pt", "teacher.pt"):
+        shutil.copy(tiny_run / name, run_dir / name)
+    run_export(ExportRequest(run_dir / "student.pt"), ExportConfig(calib_images=100, teacher=False), QUIET)
+    return run_dir
+
+
+def test_bench_end_to_end(exported_run: Path) -> None:
+    result = run_bench(BenchRequest(exported_run, engines_dir=exported_run / "no-engines"), FAST, QUIET)
+    labels = [(r["model"], r["backend"], r["precision"]) for r in result["rows"]]
+    assert labels == [("teacher", "pytorch", "fp32"), ("student", "pytorch", "fp32"),
+                      ("student", "onnxruntime", "fp32"), ("student", "onnxruntime", "fp16"),
+                      ("student", "onnxruntime", "int8")]
+    teacher, student_torch, student_ort = result["rows"][:3]
+    assert teacher["speedup_vs_teacher"] == 1.0 and teacher["delta_top1_vs_teacher"] == 0.0
+    assert student_ort["accuracy"]["top1"] == pytest.approx(student_torch["accuracy"]["top1"])
+    assert student_ort["accuracy"]["max_abs_diff_vs_fp32_student"] < 1e-4
+    assert set(student_ort["latency"]) == {"1", "4"}
+    assert any("TensorRT engines: none" in s for s in result["skipped"])
+    report = json.loads((exported_run / "report.json").read_text())
+    assert len(report["rows"]) == 5
+    markdown = (exported_run / "report.md").read_text()
+    assert "| model | backend | precision |" in markdown and "TensorRT engines: none" in markdown
+    assert (exported_run / "report.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_cli_gate_failure_exits_1_and_names_the_row(exported_run: Path, tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["bench", str(exported_run), "--out", str(tmp_path), "--iterations", "5",
+                                      "--warmup", "1", "--batch-size", "1", "--min-speedup", "1000"])
+    assert result.exit_code == 1, result.output
+    assert "FAIL student fp32 (pytorch, cpu): speed-up vs teacher" in result.output
+    assert (tmp_path / "report.md").is_file()
+
+
+def test_class_count_mismatch_is_an_error(exported_run: Path, tmp_path: Path) -> None:
+    for name in ("student.pt", "teacher.pt"):
+        shutil.copy(exported_run / name, tmp_path / name)
+    export_onnx(build_model(model_spec("cnn", 1, 5, [8])), torch.zeros(1, 1, 8, 8), tmp_path / "student.onnx")
+    with pytest.raises(Kd2trtError, match=r"student\.onnx: outputs 5 classes, the data set has 10"):
+        run_bench(BenchRequest(tmp_path), FAST, QUIET)
+
+
+def test_mismatched_teacher_and_missing_checkpoint(exported_run: Path, tmp_path: Path) -> None:
+    with pytest.raises(Kd2trtError, match=r"student\.pt: checkpoint not found"):
+        run_bench(BenchRequest(tmp_path), FAST, QUIET)
+    shutil.copy(exported_run / "student.pt", tmp_path / "student.pt")
+    teacher = torch.load(exported_run / "teacher.pt", weights_only=True)
+    teacher["preprocessing"]["mean"] = [0.0]
+    torch.save(teacher, tmp_path / "teacher.pt")
+    with pytest.raises(Kd2trtError, match=r"teacher\.pt: preprocessing or classes differ from student\.pt"):
+        run_bench(BenchRequest(tmp_path), FAST, QUIET)
