@@ -150,3 +150,19 @@ def test_mismatched_teacher_and_missing_checkpoint(exported_run: Path, tmp_path:
     torch.save(teacher, tmp_path / "teacher.pt")
     with pytest.raises(Kd2trtError, match=r"teacher\.pt: preprocessing or classes differ from student\.pt"):
         run_bench(BenchRequest(tmp_path), FAST, QUIET)
+
+
+def test_markdown_shows_jetson_power_when_sampled() -> None:
+    from kd2trt.bench.report import markdown
+
+    host = {"median_ms": 1.0, "p99_ms": 2.0}
+    row = {"model": "student", "backend": "tensorrt", "precision": "int8", "device": "cuda:0", "params": None,
+           "file_bytes": 2_000_000, "accuracy": {"top1": 98.0, "agreement_with_teacher": 99.0},
+           "delta_top1_vs_teacher": -1.0, "speedup_vs_teacher": 5.0,
+           "latency": {"1": {"host": host, "throughput_ips": 1000.0,
+                             "power": {"mean_w": 7.5, "energy_per_image_mj": 7.5, "rail": "VDD_IN"}}}}
+    text = markdown({"run": "r", "batch_sizes": [1], "rows": [row], "test_images": 10, "data_spec": "digits",
+                     "num_classes": 10, "protocol": "p", "environment": {"machine": "Orin"}})
+    assert "| student | tensorrt | int8 | 1 | 7.50 | 7.500 | VDD_IN |" in text
+    assert ("| student | tensorrt | int8 | cuda:0 | — | 2.00 MB | 98.00% | -1.00 | 99.0% | 1.000 | 2.000 | "
+            "1,000 | 5.0× |") in text

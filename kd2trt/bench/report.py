@@ -38,6 +38,13 @@ def markdown(result: dict[str, Any]) -> str:
             f"{_size(row.get('file_bytes'))} | {row['accuracy']['top1']:.2f}% | {row['delta_top1_vs_teacher']:+.2f} | "
             f"{row['accuracy']['agreement_with_teacher']:.1f}% | {first['median_ms']:.3f} | {first['p99_ms']:.3f} | "
             f"{last['throughput_ips']:,.0f} | {row['speedup_vs_teacher']:.1f}× |")
+    powered = [(row, b, lat["power"]) for row in rows for b, lat in row["latency"].items()
+               if "power" in lat and "mean_w" in lat["power"]]
+    if powered:
+        lines += ["", "| model | backend | precision | batch | mean power (W) | energy per image (mJ) | rail |",
+                  "|---|---|---|---:|---:|---:|---|"]
+        lines += [f"| {row['model']} | {row['backend']} | {row['precision']} | {b} | {power['mean_w']:.2f} | "
+                  f"{power['energy_per_image_mj']:.3f} | {power['rail']} |" for row, b, power in powered]
     notes = sorted({note for row in rows for note in row.get("notes", [])})
     if notes:
         lines += ["", *[f"- {note}" for note in notes]]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,7 @@ from kd2trt.bench.accuracy import accuracy
 from kd2trt.bench.latency import measure
 from kd2trt.bench.report import evaluate_gates, write_report
 from kd2trt.bench.runners import OrtRunner, Runner, RunnerInfo, TorchRunner, ort_providers
+from kd2trt.bench.telemetry import TegrastatsSampler, is_jetson, read_clock_state
 from kd2trt.config import BenchConfig
 from kd2trt.data import load_data
 from kd2trt.distill.checkpoint import data_config_of, model_from_checkpoint, preprocessing_of, read_checkpoint
@@ -112,6 +114,28 @@ def environment(device: torch.device) -> dict[str, Any]:
     return env
 
 
+def _measure_with_power(runner: Runner, batch: np.ndarray, config: BenchConfig, jetson: bool) -> dict[str, Any]:
+    """Latency; on a Jetson, tegrastats samples board power meanwhile → mean W and mJ per inference."""
+    if not jetson:
+        return measure(runner, batch, warmup=config.warmup, iterations=config.iterations,
+                       duration_s=config.duration_s).as_dict()
+    with TegrastatsSampler() as sampler:
+        started = time.monotonic()
+        result = measure(runner, batch, warmup=config.warmup, iterations=config.iterations,
+                         duration_s=config.duration_s)
+        ended = time.monotonic()
+    out = result.as_dict()
+    timed_seconds = result.host.mean_ms * result.iterations / 1000.0
+    summary = sampler.summary(since=ended - timed_seconds, until=ended) or sampler.summary(since=started)
+    if summary is None:
+        out["power"] = {"unavailable": sampler.reason}
+    else:
+        images = result.iterations * result.batch_size
+        out["power"] = {**summary.as_dict(),
+                        "energy_per_image_mj": summary.energy_per_inference_mj(images, timed_seconds)}
+    return out
+
+
 def _batch_of(images: np.ndarray, size: int) -> np.ndarray:
     reps = -(-size // len(images))
     return np.ascontiguousarray(np.concatenate([images] * reps)[:size])
@@ -129,6 +153,13 @@ def run_bench(request: BenchRequest, config: BenchConfig, console: Console | Non
     images = torch.stack([test[i][0] for i in range(len(test))]).numpy().astype(np.float32)
     labels = test.labels.numpy()
     eval_batch = max(config.batch_sizes)
+    env = environment(device)
+    jetson = is_jetson()
+    if jetson:
+        clocks = read_clock_state()
+        env["jetson_clocks"] = clocks.as_dict()
+        if clocks.warning:
+            console.print(f"[yellow]warning:[/] {clocks.warning}")
     skipped: list[str] = []
     rows: list[dict[str, Any]] = []
     teacher_logits = reference = None
@@ -144,11 +175,12 @@ def run_bench(request: BenchRequest, config: BenchConfig, console: Console | Non
                 teacher_logits = logits
             if reference is None and runner.info.model == "student" and runner.info.precision == "fp32":
                 reference = logits
-            latency = {str(b): measure(runner, _batch_of(images, b), warmup=config.warmup,
-                                       iterations=config.iterations, duration_s=config.duration_s).as_dict()
+            latency = {str(b): _measure_with_power(runner, _batch_of(images, b), config, jetson)
                        for b in config.batch_sizes}
         finally:
             runner.close()
+        if jetson and env["jetson_clocks"].get("clocks_locked") is not True:
+            runner.info.notes.append("Jetson clocks not locked (run `sudo jetson_clocks`): latencies vary with DVFS")
         row = {**runner.info.__dict__, "label": runner.info.label,
                "accuracy": accuracy(logits, labels, teacher_logits, reference, data.classes), "latency": latency}
         rows.append(row)
@@ -166,7 +198,7 @@ def run_bench(request: BenchRequest, config: BenchConfig, console: Console | Non
         "protocol": (f"{config.warmup} warm-up + {config.iterations} timed iterations per batch size"
                      + (f" (at least {config.duration_s:g} s)" if config.duration_s else "")
                      + ", host latency by perf_counter_ns, GPU compute by CUDA events"),
-        "environment": environment(device), "rows": rows, "skipped": skipped,
+        "environment": env, "rows": rows, "skipped": skipped,
     }
     result["gates"] = evaluate_gates(result, config)
     out_dir = request.out_dir or request.run_dir
