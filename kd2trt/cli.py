@@ -121,6 +121,16 @@ def export(
     teacher: Annotated[bool | None, typer.Option("--teacher/--no-teacher", help="Also export teacher.pt beside it.")
                        ] = None,
     force: Annotated[bool, typer.Option(help="Use --calib-cache even if made for another ONNX/TensorRT.")] = False,
+    engines: Annotated[bool | None, typer.Option("--engines/--no-engines",
+                                                 help="Build TensorRT engines when TensorRT and a GPU are present.")
+                       ] = None,
+    int8_path: Annotated[str | None, typer.Option(help="auto (cache on <=10.x, Q/DQ on 11.x), cache or qdq.")
+                         ] = None,
+    max_batch: Annotated[int | None, typer.Option(help="Largest batch of the engines' optimisation profile.")
+                         ] = None,
+    workspace_mb: Annotated[int | None, typer.Option(help="TensorRT workspace (default 512 on Jetson, else 2048).")
+                            ] = None,
+    dla_core: Annotated[int | None, typer.Option(help="Jetson Orin DLA core (GPU fallback on).")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override a recipe key: --set export.opset=13")
                     ] = None,
 ) -> None:
@@ -132,10 +142,19 @@ def export(
         config = load_config(recipe, _overrides(
             set_, **{"export.fp16": fp16, "export.int8": int8, "export.trt_versions": trt_version,
                      "export.calib_method": calib_method, "export.calib_images": calib_images,
-                     "export.opset": opset, "export.simplify": simplify, "export.teacher": teacher}))
+                     "export.opset": opset, "export.simplify": simplify, "export.teacher": teacher,
+                     "build.engines": engines, "build.int8_path": int8_path, "build.max_batch": max_batch,
+                     "build.workspace_mb": workspace_mb, "build.dla_core": dla_core}))
         request = ExportRequest(checkpoint, out, calib_data, calib_cache, force)
         summary = run_export(request, config.export, _out)
         _print_preview(summary)
+        from kd2trt.trt.stage import build_engines
+
+        outcome = build_engines(config, Path(summary["onnx"]["path"]).parent, _out)
+        if outcome.skipped_reason:
+            _out.print(f"[yellow]engines skipped:[/] {outcome.skipped_reason}", highlight=False)
+        else:
+            _out.print(f"engines: {outcome.summary}: " + ", ".join(str(p) for p in outcome.outputs))
     except Kd2trtError as exc:
         _fail(_one_line(exc))
     except KeyboardInterrupt:
@@ -202,6 +221,51 @@ def bench(
         _out.print(f"{'[green]PASS' if gate['passed'] else '[red]FAIL'}[/] {gate['message']}", highlight=False)
     if failed:
         raise typer.Exit(1)
+
+
+@app.command("run")
+def run_recipe(
+    recipe: Annotated[Path | None, typer.Argument(help="Recipe YAML (default: the built-in digits recipe).")
+                      ] = None,
+    out: Annotated[Path | None, typer.Option(help="Run directory (default: runs/<name>).")] = None,
+    from_: Annotated[str | None, typer.Option("--from", help="Rerun this stage and the ones after it.")] = None,
+    only: Annotated[str | None, typer.Option(help="Run only this stage: distill, export, engines or bench.")
+                    ] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override any recipe key: --set seed=3")] = None,
+) -> None:
+    """The whole pipeline — distill → export → engines → bench — skipping stages that are up to date."""
+    try:
+        from kd2trt.config import load_config
+        from kd2trt.distill.distributed import shutdown_distributed
+        from kd2trt.pipeline import run_pipeline
+
+        config = load_config(recipe, _overrides(set_))
+        try:
+            outcomes = run_pipeline(config, out, start=from_, only=only, console=_out)
+        finally:
+            shutdown_distributed()
+    except Kd2trtError as exc:
+        _fail(_one_line(exc))
+    except KeyboardInterrupt:
+        _fail("interrupted; run the same command again to continue where it stopped", 130)
+    bench_result = outcomes.get("bench", {}).get("result")
+    if bench_result:
+        _out.print("report: " + ", ".join(bench_result["files"].values()))
+        if any(not gate["passed"] for gate in bench_result["gates"]):
+            for gate in (g for g in bench_result["gates"] if not g["passed"]):
+                _out.print(f"[red]FAIL[/] {gate['message']}", highlight=False)
+            raise typer.Exit(1)
+
+
+@app.command()
+def doctor(as_json: Annotated[bool, typer.Option("--json", help="Print the environment as JSON.")] = False) -> None:
+    """What this machine has (GPU, CUDA, TensorRT, ONNX Runtime, Jetson) and which stages can run here."""
+    import json
+
+    from kd2trt.doctor import collect_environment, format_report
+
+    env = collect_environment()
+    typer.echo(json.dumps(env, indent=2) if as_json else format_report(env))
 
 
 def run() -> None:

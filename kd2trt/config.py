@@ -139,6 +139,30 @@ class ExportConfig(_Strict):
     teacher: bool = Field(True, description="also export the teacher (for bench)")
 
 
+class BuildConfig(_Strict):
+    """TensorRT engine builds (where TensorRT and a CUDA device are present): FP32 always, FP16/INT8 per export."""
+
+    engines: bool = Field(True, description="build engines when TensorRT and a GPU are present")
+    int8_path: Literal["auto", "cache", "qdq"] = Field(
+        "auto", description="auto: implicit INT8 with the cache on <=10.x, Q/DQ on 11.x; cache; qdq")
+    min_batch: int = Field(1, ge=1)
+    opt_batch: int | None = Field(None, ge=1, description="default: max_batch")
+    max_batch: int = Field(32, ge=1)
+    workspace_mb: int | None = Field(None, ge=16, description="default: 512 on Jetson, 2048 elsewhere")
+    timing_cache_dir: Path | None = Field(Path("engines/timing-cache"), description="one cache per GPU+TensorRT")
+    dla_core: int | None = Field(None, ge=0, description="Jetson AGX/NX Orin DLA core (FP16/INT8, static shapes)")
+    gpu_fallback: bool = True
+    version_compatible: bool = False
+    hardware_compatible: bool = False
+
+    @model_validator(mode="after")
+    def _batches(self) -> BuildConfig:
+        opt = self.opt_batch or self.max_batch
+        if not self.min_batch <= opt <= self.max_batch:
+            raise ValueError("need min_batch <= opt_batch <= max_batch")
+        return self
+
+
 class BenchConfig(_Strict):
     """Latency protocol and the CI gates of `kd2trt bench`."""
 
@@ -166,6 +190,7 @@ class RunConfig(_Strict):
     student: StudentConfig = Field(default_factory=StudentConfig)
     distill: DistillConfig = Field(default_factory=DistillConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
+    build: BuildConfig = Field(default_factory=BuildConfig)
     bench: BenchConfig = Field(default_factory=BenchConfig)
 
     @field_validator("device")

@@ -179,7 +179,7 @@ def export_int8(run: ExportRun, fp32_path: Path, onnx_sha: str, timings: dict[st
         amax, calib_record = _reused_cache(run, onnx_sha)
         ranges = calibration.ranges_from_amax(amax, method)
     else:
-        calib_set = _calibration_set(run)
+        calib_set = calibration_set(run)
         ranges = calibration.collect_ranges(fp32_path, calib_set, method)
         amax = calibration.amax_of(ranges)
         calib_record = {"method": method, "source": calib_set.source, "images": len(calib_set.images),
@@ -208,7 +208,7 @@ def export_int8(run: ExportRun, fp32_path: Path, onnx_sha: str, timings: dict[st
             "calibration": calib_record, "tensors": len(amax)}
 
 
-def _calibration_set(run: ExportRun) -> calibration.CalibrationSet:
+def calibration_set(run: ExportRun) -> calibration.CalibrationSet:
     prep = run.preprocessing
     if run.request.calib_data is not None:
         return calibration.calibration_set_from_file(run.request.calib_data,
