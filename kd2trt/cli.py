@@ -6,7 +6,9 @@ and end as one red line on stderr with exit code 2 — never a traceback.
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -31,6 +33,17 @@ def _one_line(exc: BaseException) -> str:
 def _fail(message: str, code: int = 2) -> None:
     _err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
+
+
+@contextlib.contextmanager
+def _reported(interrupted: str) -> Iterator[None]:
+    """Input errors → one red line and exit 2; Ctrl-C → `interrupted` and exit 130. Never a traceback."""
+    try:
+        yield
+    except Kd2trtError as exc:
+        _fail(_one_line(exc))
+    except KeyboardInterrupt:
+        _fail(interrupted, 130)
 
 
 def _version(value: bool) -> None:
@@ -77,7 +90,7 @@ def distill(
                                                    )] = None,
 ) -> None:
     """Train (or load) the teacher and distill the student; with a scratch baseline to measure the gain."""
-    try:
+    with _reported("interrupted; run the same command with --resume to continue from the last finished epoch"):
         from kd2trt.config import load_config
         from kd2trt.distill.distributed import shutdown_distributed
         from kd2trt.distill.train import run_distill
@@ -92,10 +105,6 @@ def distill(
             run_distill(config, out, resume=resume)
         finally:
             shutdown_distributed()
-    except Kd2trtError as exc:
-        _fail(_one_line(exc))
-    except KeyboardInterrupt:
-        _fail("interrupted; run the same command with --resume to continue from the last finished epoch", 130)
 
 
 @app.command()
@@ -135,7 +144,7 @@ def export(
                     ] = None,
 ) -> None:
     """Export to ONNX (parity-checked), FP16 and INT8 graphs, TensorRT calibration caches; preview INT8 accuracy."""
-    try:
+    with _reported("interrupted; nothing was left half-written — run the command again"):
         from kd2trt.config import load_config
         from kd2trt.onnx.stage import ExportRequest, run_export
 
@@ -155,10 +164,6 @@ def export(
             _out.print(f"[yellow]engines skipped:[/] {outcome.skipped_reason}", highlight=False)
         else:
             _out.print(f"engines: {outcome.summary}: " + ", ".join(str(p) for p in outcome.outputs))
-    except Kd2trtError as exc:
-        _fail(_one_line(exc))
-    except KeyboardInterrupt:
-        _fail("interrupted; nothing was left half-written — run the command again", 130)
 
 
 def _print_preview(summary: dict[str, Any]) -> None:
@@ -199,7 +204,7 @@ def bench(
                     ] = None,
 ) -> None:
     """Accuracy and latency of teacher, student and every exported form; report + gates (exit 1 on failure)."""
-    try:
+    with _reported("interrupted; no report was written"):
         from kd2trt.bench.stage import BenchRequest, run_bench
         from kd2trt.config import load_config
 
@@ -209,10 +214,6 @@ def bench(
                      "bench.max_top1_drop": max_top1_drop, "bench.min_agreement": min_agreement,
                      "bench.min_speedup": min_speedup}))
         result = run_bench(BenchRequest(run_dir, out, engines), config.bench, _out)
-    except Kd2trtError as exc:
-        _fail(_one_line(exc))
-    except KeyboardInterrupt:
-        _fail("interrupted; no report was written", 130)
     for item in result["skipped"]:
         _out.print(f"[dim]skipped: {item}[/]")
     _out.print("report: " + ", ".join(result["files"].values()))
@@ -234,7 +235,7 @@ def run_recipe(
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override any recipe key: --set seed=3")] = None,
 ) -> None:
     """The whole pipeline — distill → export → engines → bench — skipping stages that are up to date."""
-    try:
+    with _reported("interrupted; run the same command again to continue where it stopped"):
         from kd2trt.config import load_config
         from kd2trt.distill.distributed import shutdown_distributed
         from kd2trt.pipeline import run_pipeline
@@ -244,10 +245,6 @@ def run_recipe(
             outcomes = run_pipeline(config, out, start=from_, only=only, console=_out)
         finally:
             shutdown_distributed()
-    except Kd2trtError as exc:
-        _fail(_one_line(exc))
-    except KeyboardInterrupt:
-        _fail("interrupted; run the same command again to continue where it stopped", 130)
     bench_result = outcomes.get("bench", {}).get("result")
     if bench_result:
         _out.print("report: " + ", ".join(bench_result["files"].values()))
