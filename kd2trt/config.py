@@ -172,6 +172,7 @@ class BenchConfig(_Strict):
     duration_s: float | None = Field(None, gt=0, description="time for at least this long instead")
     threads: int | None = Field(None, ge=1, description="CPU threads for PyTorch and ONNX Runtime")
     device: str = Field("auto", description="auto | cpu | cuda: where the PyTorch and ONNX Runtime runners run")
+    cuda_graphs: bool = Field(False, description="TensorRT engines: replay each batch size as a captured CUDA graph")
     max_top1_drop: float | None = Field(None, ge=0, description="gate: student rows' top-1 drop vs teacher")
     min_agreement: float | None = Field(None, ge=0, le=100, description="gate: % agreement with the teacher")
     min_speedup: float | None = Field(None, gt=0, description="gate: p50 speed-up vs the teacher (batch 1)")

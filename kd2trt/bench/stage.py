@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -82,10 +83,10 @@ def candidates(request: BenchRequest, config: BenchConfig, device: torch.device,
             yield Candidate(info, lambda p=path, i=info: OrtRunner(p, i, providers, config.threads))
         else:
             skipped.append(f"student {precision} ONNX: {path} not found (run `kd2trt export {run_dir}/student.pt`)")
-    yield from _engine_candidates(request, skipped)
+    yield from _engine_candidates(request, skipped, config.cuda_graphs)
 
 
-def _engine_candidates(request: BenchRequest, skipped: list[str]) -> Iterator[Candidate]:
+def _engine_candidates(request: BenchRequest, skipped: list[str], cuda_graphs: bool) -> Iterator[Candidate]:
     engines_dir = request.engines_dir or Path("engines") / request.run_dir.name
     engines = sorted(engines_dir.glob("*.engine")) if engines_dir.is_dir() else []
     if not engines:
@@ -94,7 +95,7 @@ def _engine_candidates(request: BenchRequest, skipped: list[str]) -> Iterator[Ca
         return
     from kd2trt.bench.trt_runner import engine_candidates
 
-    yield from engine_candidates(engines, skipped)
+    yield from engine_candidates(engines, skipped, cuda_graphs)
 
 
 def environment(device: torch.device) -> dict[str, Any]:
@@ -109,7 +110,8 @@ def environment(device: torch.device) -> dict[str, Any]:
     }
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
-        env.update(gpu=props.name, compute_capability=f"{props.major}.{props.minor}", cuda=torch.version.cuda)
+        env.update(gpu=props.name, compute_capability=f"{props.major}.{props.minor}", cuda=torch.version.cuda,
+                   gpu_clocks=_gpu_clocks(device.index or 0))
     env["machine"] = f"{env.get('gpu', cpu)}, {env['cores']} cores, {env['torch_threads']} torch threads"
     return env
 
@@ -134,6 +136,17 @@ def _measure_with_power(runner: Runner, batch: np.ndarray, config: BenchConfig, 
         out["power"] = {**summary.as_dict(),
                         "energy_per_image_mj": summary.energy_per_inference_mj(images, timed_seconds)}
     return out
+
+
+def _gpu_clocks(index: int) -> dict[str, str] | str:
+    """SM/memory clocks now and their maxima (x86: nvidia-smi), so unlocked or throttled clocks show."""
+    fields = "clocks.sm,clocks.max.sm,clocks.mem,clocks.max.mem,power.draw,temperature.gpu,pstate"
+    try:
+        out = subprocess.run(["nvidia-smi", f"--id={index}", f"--query-gpu={fields}", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError) as exc:
+        return f"not recorded ({type(exc).__name__}: nvidia-smi unavailable)"
+    return dict(zip(fields.split(","), (v.strip() for v in out.split(",")), strict=False))
 
 
 def _batch_of(images: np.ndarray, size: int) -> np.ndarray:

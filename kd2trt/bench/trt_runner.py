@@ -15,10 +15,10 @@ from kd2trt.bench.stage import Candidate
 class TrtBenchRunner:
     """Host batch in, host logits out: transfers and synchronisation inside the timed call."""
 
-    def __init__(self, engine: Path, info: RunnerInfo):
+    def __init__(self, engine: Path, info: RunnerInfo, cuda_graphs: bool = False):
         from kd2trt.trt.runner import TrtRunner
 
-        self.runner = TrtRunner(engine)
+        self.runner = TrtRunner(engine, use_cuda_graph=cuda_graphs)
         self.info = info
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
@@ -31,7 +31,7 @@ class TrtBenchRunner:
         self.runner.close()
 
 
-def engine_candidates(engines: list[Path], skipped: list[str]) -> Iterator[Candidate]:
+def engine_candidates(engines: list[Path], skipped: list[str], cuda_graphs: bool = False) -> Iterator[Candidate]:
     from kd2trt.trt.capabilities import probe_environment
     from kd2trt.trt.manifest import read_manifest
 
@@ -44,4 +44,6 @@ def engine_candidates(engines: list[Path], skipped: list[str]) -> Iterator[Candi
         model = engine.name.split("-", 1)[0]
         info = RunnerInfo(model, "tensorrt", manifest.precision, f"cuda ({manifest.gpu_name})", file=str(engine),
                           file_bytes=os.path.getsize(engine))
-        yield Candidate(info, lambda e=engine, i=info: TrtBenchRunner(e, i))
+        if cuda_graphs:
+            info.notes.append("TensorRT engines replayed as CUDA graphs")
+        yield Candidate(info, lambda e=engine, i=info: TrtBenchRunner(e, i, cuda_graphs))
