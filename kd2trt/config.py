@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator, model_validator
 
 from kd2trt.errors import Kd2trtError
 
@@ -166,7 +166,7 @@ class BuildConfig(_Strict):
 class BenchConfig(_Strict):
     """Latency protocol and the CI gates of `kd2trt bench`."""
 
-    batch_sizes: list[int] = Field([1, 32], min_length=1, description="latency is measured at each")
+    batch_sizes: list[PositiveInt] = Field([1, 32], min_length=1, description="latency is measured at each")
     warmup: int = Field(20, ge=0, description="untimed iterations first (caches, allocator, clocks)")
     iterations: int = Field(200, ge=5, description="timed iterations per batch size")
     duration_s: float | None = Field(None, gt=0, description="time for at least this long instead")

@@ -291,7 +291,11 @@ def _stratified(samples: list[Sample], fraction: float, seed: int) -> tuple[list
     labels = [sample.label for sample in samples]
     counts = np.bincount(labels)
     stratify = labels if counts[counts > 0].min() >= 2 else None
-    keep, held = train_test_split(samples, test_size=fraction, random_state=seed, stratify=stratify)
+    try:
+        keep, held = train_test_split(samples, test_size=fraction, random_state=seed, stratify=stratify)
+    except ValueError as exc:
+        raise Kd2trtError(f"{len(samples)} images in {len(counts[counts > 0])} classes are too few for a "
+                          f"{fraction:.0%} held-out split ({exc}); add images or use train/val/test folders") from None
     return list(keep), list(held)
 
 

@@ -138,7 +138,7 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise Kd2trtError(f"{path}: not a readable PyTorch checkpoint ({reason[:160]}); re-save it with "
+        raise Kd2trtError(f"{path}: not a readable PyTorch checkpoint ({reason.split('. ')[0][:120]}); re-save it with "
                           "torch.save(model.state_dict(), path)") from None
     if isinstance(loaded, dict):
         for key in ("state_dict", "model_state_dict", "model"):

@@ -63,3 +63,10 @@ def test_channels_only_for_cnn() -> None:
 def test_dump_round_trips() -> None:
     config = load_config(None, {"seed": 7})
     assert RunConfig.model_validate(yaml.safe_load(dump_config(config))) == config
+
+
+def test_bench_and_build_sections_are_validated() -> None:
+    with pytest.raises(Kd2trtError, match=r"bench\.batch_sizes\.0: Input should be greater than 0"):
+        load_config(None, {"bench.batch_sizes": [0]})
+    with pytest.raises(Kd2trtError, match="min_batch <= opt_batch <= max_batch"):
+        load_config(None, {"build.min_batch": 8, "build.max_batch": 4})

@@ -50,7 +50,7 @@ def read_checkpoint(path: str | Path, roles: tuple[str, ...] = ROLES) -> dict[st
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise Kd2trtError(f"{path}: corrupt or not a PyTorch checkpoint ({reason[:160]}); "
+        raise Kd2trtError(f"{path}: corrupt or not a PyTorch checkpoint ({reason.split('. ')[0][:120]}); "
                           "re-run `kd2trt distill` to write it again") from None
     meta = checkpoint.get("kd2trt") if isinstance(checkpoint, dict) else None
     if not isinstance(meta, dict) or "role" not in meta:
