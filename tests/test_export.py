@@ -213,3 +213,18 @@ def test_short_targets_mean_the_jetpack_release() -> None:
     assert str(target_version("8.6")) == "8.6.2"
     assert str(target_version("10.3")) == "10.3.0"
     assert str(target_version("10.14.1")) == "10.14.1"
+
+
+def test_quiet_restores_the_root_logger_level() -> None:
+    """Silencing onnxruntime.quantization must not change logging for the rest of the process."""
+    import logging
+
+    root = logging.getLogger()
+    before = root.level
+    root.setLevel(logging.INFO)
+    try:
+        with runtime.quiet():
+            assert root.level == logging.ERROR
+        assert root.level == logging.INFO
+    finally:
+        root.setLevel(before)

@@ -21,7 +21,7 @@ from rich.table import Table
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
-from kd2trt.artifacts import atomic_write_json, atomic_write_text
+from kd2trt.artifacts import atomic_torch_save, atomic_write_json, atomic_write_text
 from kd2trt.config import ModelConfig, RunConfig, dump_config
 from kd2trt.data import DataSplits, ImageDataset, labeled_mask, load_data
 from kd2trt.distill.checkpoint import make_checkpoint
@@ -142,8 +142,6 @@ class DistillRun:
         test_top1 = top1(*predict(model, self.data.test, self.ctx.device))
         report = StageReport(role, count_parameters(model), val_top1, test_top1, result is not None, result)
         if self.ctx.is_main:
-            from kd2trt.artifacts import atomic_torch_save
-
             metrics = {k: v for k, v in report.as_dict().items() if k != "params"}
             atomic_torch_save(self._checkpoint_fn(role, spec)(model, metrics), self.run_dir / f"{role}.pt")
         self.ctx.barrier()
@@ -260,7 +258,7 @@ class DistillRun:
         per_item = self.data.num_classes
         if self.config.distill.beta > 0:
             size = self.data.preprocessing.image_size
-            per_item += 4 * size * size * 64  # rough upper bound of a feature map; refined after computing
+            per_item += size * size * 64  # estimate: a 64-channel map at input resolution per image
         return n * per_item * 4 <= self.config.distill.cache_max_mb * 2**20
 
     def _teacher_outputs(self, teacher: nn.Module) -> TeacherOutputs:

@@ -8,10 +8,7 @@ histogram bins and 128 quantised bins as TensorRT uses), `minmax`, `percentile` 
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import io
-import logging
 import math
 import tempfile
 from dataclasses import dataclass
@@ -24,6 +21,7 @@ from onnxruntime.quantization.calibrate import TensorData, TensorsData, create_c
 
 from kd2trt.data import ImageDataset
 from kd2trt.errors import Kd2trtError
+from kd2trt.onnx import runtime
 
 METHODS = {"entropy": CalibrationMethod.Entropy, "minmax": CalibrationMethod.MinMax,
            "percentile": CalibrationMethod.Percentile}
@@ -105,8 +103,7 @@ def collect_ranges(onnx_path: Path, calibration: CalibrationSet, method: str, ba
         raise Kd2trtError(f"calibration method {method!r}: use one of {', '.join(METHODS)}")
     if len(calibration.images) == 0:
         raise Kd2trtError(f"{calibration.source}: calibration set is empty")
-    with tempfile.TemporaryDirectory(prefix="kd2trt-calib-") as tmp, contextlib.redirect_stdout(io.StringIO()):
-        logging.getLogger().setLevel(max(logging.getLogger().level, logging.WARNING))
+    with tempfile.TemporaryDirectory(prefix="kd2trt-calib-") as tmp, runtime.quiet():
         calibrator = create_calibrator(Path(onnx_path), None, augmented_model_path=str(Path(tmp) / "augmented.onnx"),
                                        calibrate_method=METHODS[method], extra_options=_EXTRA_OPTIONS[method])
         calibrator.collect_data(_Reader(input_name, calibration.batches(batch_size)))

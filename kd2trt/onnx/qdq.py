@@ -15,9 +15,6 @@ also the scale TensorRT's fused Conv+ReLU kernel uses when it reads the cache.
 
 from __future__ import annotations
 
-import contextlib
-import io
-import logging
 import tempfile
 from pathlib import Path
 
@@ -25,6 +22,7 @@ from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.calibrate import TensorsData, save_tensors_data
 
 from kd2trt.artifacts import atomic_path
+from kd2trt.onnx import runtime
 from kd2trt.onnx.export import check_onnx
 
 TENSORRT_QDQ_OPTIONS = {
@@ -38,11 +36,9 @@ TENSORRT_QDQ_OPTIONS = {
 
 def quantize_qdq(onnx_path: Path, output_path: Path, ranges: TensorsData) -> Path:
     """Write the Q/DQ model of `onnx_path` quantised with `ranges`; checked by the ONNX checker."""
-    with tempfile.TemporaryDirectory(prefix="kd2trt-qdq-") as tmp, atomic_path(output_path) as out, \
-            contextlib.redirect_stdout(io.StringIO()):
+    with tempfile.TemporaryDirectory(prefix="kd2trt-qdq-") as tmp, atomic_path(output_path) as out, runtime.quiet():
         cache = Path(tmp) / "ranges.json"
         save_tensors_data(ranges, cache)
-        logging.getLogger().setLevel(max(logging.getLogger().level, logging.ERROR))
         quantize_static(
             str(onnx_path), str(out), calibration_data_reader=None, quant_format=QuantFormat.QDQ,
             per_channel=True, reduce_range=False, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,

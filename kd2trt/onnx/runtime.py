@@ -8,7 +8,10 @@ is what TensorRT's explicit-quantisation semantics are; the accuracy preview mus
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import contextlib
+import io
+import logging
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -37,3 +40,16 @@ def run_batches(sess: ort.InferenceSession, batches: Iterable[np.ndarray]) -> np
     input_name = sess.get_inputs()[0].name
     outputs = [np.asarray(sess.run(None, {input_name: batch})[0], dtype=np.float32) for batch in batches]
     return np.concatenate(outputs) if outputs else np.zeros((0, 0), np.float32)
+
+
+@contextlib.contextmanager
+def quiet() -> Iterator[None]:
+    """Silence onnxruntime.quantization's prints and root-logger chatter for the block, then restore both."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(max(level, logging.ERROR))
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        root.setLevel(level)

@@ -9,6 +9,7 @@ so that a cache cannot silently be used with another ONNX or another TensorRT.
 
 from __future__ import annotations
 
+import functools
 import json
 import platform
 import time
@@ -79,6 +80,14 @@ class ExportRun:
     @property
     def preprocessing(self) -> Preprocessing:
         return preprocessing_of(self.checkpoint)
+
+    @functools.cached_property
+    def teacher(self) -> nn.Module | None:
+        """The run's teacher.pt beside a student checkpoint, loaded once (None when there is none)."""
+        path = self.request.checkpoint.parent / "teacher.pt"
+        if self.role == "teacher" or not path.is_file():
+            return None
+        return model_from_checkpoint(read_checkpoint(path, ("teacher",)), path)
 
     @property
     def data(self) -> DataSplits:
@@ -249,10 +258,8 @@ def int8_preview(run: ExportRun, fp32: Path, fp16: Path | None, qdq: Path | None
     """Test-split top-1 of every form: what INT8 costs before any GPU is involved."""
     images, labels = run.split_images("test")
     rows: dict[str, float] = {}
-    teacher_path = run.request.checkpoint.parent / "teacher.pt"
-    if run.role != "teacher" and teacher_path.is_file():
-        teacher = model_from_checkpoint(read_checkpoint(teacher_path, ("teacher",)), teacher_path)
-        rows["teacher (PyTorch)"] = top1(torch_logits(teacher, images), labels)
+    if run.teacher is not None:
+        rows["teacher (PyTorch)"] = top1(torch_logits(run.teacher, images), labels)
     rows[f"{run.role} (PyTorch)"] = top1(torch_logits(model, images), labels)
     fp32_logits = ort_logits(fp32, images)
     rows[f"{run.role} FP32 (ONNX Runtime)"] = top1(fp32_logits, labels)
@@ -288,10 +295,8 @@ def run_export(request: ExportRequest, config: ExportConfig, console: Console | 
     }
     console.print(f"ONNX      {fp32_path}  opset {fp32['opset']}, {fp32['nodes']} nodes, parity max |Δ| "
                   f"{fp32['parity']['max_abs_diff']:.2e}, top-1 agreement {fp32['parity']['top1_agreement']:.1f}%")
-    teacher_path = request.checkpoint.parent / "teacher.pt"
-    if config.teacher and run.role != "teacher" and teacher_path.is_file():
-        teacher = model_from_checkpoint(read_checkpoint(teacher_path, ("teacher",)), teacher_path)
-        summary["teacher_onnx"] = export_fp32(run, teacher, "teacher", timings)
+    if config.teacher and run.teacher is not None:
+        summary["teacher_onnx"] = export_fp32(run, run.teacher, "teacher", timings)
     fp16_path = qdq_path = None
     if config.fp16:
         summary["fp16"] = export_fp16(run, fp32_path, timings)
