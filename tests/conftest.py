@@ -12,6 +12,13 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 
 
+def child_pythonpath() -> str:
+    """PYTHONPATH for a kd2trt subprocess: the repository first, then whatever the caller already had."""
+    import os
+
+    return os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
+
+
 def tiny_overrides(**extra: object) -> dict[str, object]:
     """A recipe that trains in seconds: small teacher, 2 epochs each."""
     overrides: dict[str, object] = {

@@ -27,7 +27,7 @@ from kd2trt.onnx.export import export_onnx
 from kd2trt.onnx.stage import ExportRequest, run_export
 
 QUIET = Console(file=open(os.devnull, "w"))  # noqa: SIM115
-FAST = BenchConfig(batch_sizes=[1, 4], warmup=2, iterations=10)
+FAST = BenchConfig(batch_sizes=[1, 4], warmup=2, iterations=10, device="cpu")
 
 
 class SleepRunner:
@@ -125,9 +125,32 @@ def test_bench_end_to_end(exported_run: Path) -> None:
     assert (exported_run / "report.png").read_bytes()[:4] == b"\x89PNG"
 
 
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (torch.cuda.is_available() is False)")
+def test_bench_on_cuda_reports_gpu_compute_apart(exported_run: Path, tmp_path: Path) -> None:
+    cuda = FAST.model_copy(update={"device": "cuda"})
+    result = run_bench(BenchRequest(exported_run, out_dir=tmp_path, engines_dir=tmp_path / "none"), cuda, QUIET)
+    env = result["environment"]
+    assert env["device"].startswith("cuda") and env["gpu"] == torch.cuda.get_device_name(0)
+    assert isinstance(env["gpu_clocks"], dict | str)
+    torch_rows = [r for r in result["rows"] if r["backend"] == "pytorch"]
+    assert [r["device"] for r in torch_rows] == [env["device"]] * 2
+    for row in torch_rows:
+        for latency in row["latency"].values():
+            compute, host = latency["gpu_compute"], latency["host"]
+            assert compute is not None and "CUDA events" in latency["timer"]
+            # the event span excludes the copies and synchronisation that host latency includes; a small eager
+            # model is launch-bound, so the two are close and their medians can swap places by noise
+            assert 0 < compute["median_ms"] <= host["p99_ms"]
+    cpu = run_bench(BenchRequest(exported_run, out_dir=tmp_path / "cpu", engines_dir=tmp_path / "none"), FAST, QUIET)
+    for on_gpu, on_cpu in zip(result["rows"], cpu["rows"], strict=True):
+        assert on_gpu["accuracy"]["top1"] == pytest.approx(on_cpu["accuracy"]["top1"], abs=0.5)
+
+
 def test_cli_gate_failure_exits_1_and_names_the_row(exported_run: Path, tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["bench", str(exported_run), "--out", str(tmp_path), "--iterations", "5",
-                                      "--warmup", "1", "--batch-size", "1", "--min-speedup", "1000"])
+                                      "--warmup", "1", "--batch-size", "1", "--min-speedup", "1000",
+                                      "--device", "cpu"])
     assert result.exit_code == 1, result.output
     assert "FAIL student fp32 (pytorch, cpu): speed-up vs teacher" in result.output
     assert (tmp_path / "report.md").is_file()
@@ -166,3 +189,25 @@ def test_markdown_shows_jetson_power_when_sampled() -> None:
     assert "| student | tensorrt | int8 | 1 | 7.50 | 7.500 | VDD_IN |" in text
     assert ("| student | tensorrt | int8 | cuda:0 | — | 2.00 MB | 98.00% | -1.00 | 99.0% | 1.000 | 2.000 | "
             "1,000 | 5.0× |") in text
+
+
+def test_markdown_adds_gpu_compute_column_only_when_measured() -> None:
+    from kd2trt.bench.report import markdown
+
+    def row(backend: str, compute: dict | None) -> dict:
+        return {"model": "student", "backend": backend, "precision": "fp32", "device": "cuda:0", "params": None,
+                "file_bytes": None, "accuracy": {"top1": 98.0, "agreement_with_teacher": 99.0},
+                "delta_top1_vs_teacher": -1.0, "speedup_vs_teacher": 2.0,
+                "latency": {"1": {"host": {"median_ms": 0.5, "p99_ms": 0.9}, "throughput_ips": 2000.0,
+                                  "gpu_compute": compute}}}
+
+    result = {"run": "r", "batch_sizes": [1], "test_images": 10, "data_spec": "digits", "num_classes": 10,
+              "protocol": "p", "environment": {"machine": "H100"},
+              "rows": [row("tensorrt", {"median_ms": 0.125}), row("onnxruntime", None)]}
+    text = markdown(result)
+    assert "| p50 ms (b=1) | p99 ms (b=1) | GPU compute p50 ms (b=1) | img/s (b=1) |" in text
+    assert "| 0.500 | 0.900 | 0.125 | 2,000 | 2.0× |" in text and "| 0.500 | 0.900 | — | 2,000 | 2.0× |" in text
+    header, rule, *body = [line for line in text.splitlines() if line.startswith("|")]
+    assert header.count("|") == rule.count("|") == body[0].count("|") == body[1].count("|")
+    result["rows"] = [row("onnxruntime", None)]
+    assert "GPU compute" not in markdown(result)

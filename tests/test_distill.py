@@ -20,14 +20,14 @@ from kd2trt.config import load_config
 from kd2trt.distill.checkpoint import model_from_checkpoint, read_checkpoint
 from kd2trt.distill.train import run_distill
 from kd2trt.errors import Kd2trtError
-from tests.conftest import REPO, tiny_overrides
+from tests.conftest import child_pythonpath, tiny_overrides
 
 QUIET = Console(file=open(os.devnull, "w"))  # noqa: SIM115
 
 
 def _cli(*args: str, cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "kd2trt", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, "PYTHONPATH": str(REPO)})
+                          timeout=timeout, env={**os.environ, "PYTHONPATH": child_pythonpath()})
 
 
 def _set_flags(overrides: dict[str, object]) -> list[str]:
@@ -153,7 +153,7 @@ def test_kill_9_then_resume_completes(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     process = subprocess.Popen([sys.executable, "-m", "kd2trt", "distill", "--out", str(run_dir), *flags],
                                cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               env={**os.environ, "PYTHONPATH": str(REPO)})
+                               env={**os.environ, "PYTHONPATH": child_pythonpath()})
     deadline = time.time() + 120
     metrics = run_dir / "student.metrics.json"
     while time.time() < deadline and not (metrics.is_file() and len(json.loads(metrics.read_text())) >= 2):
@@ -179,7 +179,7 @@ def test_torchrun_two_cpu_processes(tmp_path: Path) -> None:
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
          "-m", "kd2trt", "distill", "--out", str(tmp_path), *flags],
         cwd=tmp_path, capture_output=True, text=True, timeout=300,
-        env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"})
+        env={**os.environ, "PYTHONPATH": child_pythonpath(), "OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr[-2000:]
     summary = json.loads((tmp_path / "distill.json").read_text())
     assert summary["world_size"] == 2

@@ -16,7 +16,7 @@ from rich.console import Console
 import kd2trt.onnx.stage as export_stage
 from kd2trt.config import load_config
 from kd2trt.pipeline import run_pipeline
-from tests.conftest import REPO, tiny_overrides
+from tests.conftest import REPO, child_pythonpath, tiny_overrides
 
 QUIET = Console(file=open(os.devnull, "w"))  # noqa: SIM115
 FAST_REST = {"export.calib_images": 100, "bench.iterations": 5, "bench.warmup": 1, "bench.batch_sizes": [1, 4]}
@@ -85,7 +85,7 @@ def test_kill_9_during_distill_then_run_again_completes(tmp_path: Path) -> None:
     for key, value in tiny_overrides(**{**FAST_REST, "student.train.epochs": 30}).items():
         flags += ["--set", f"{key}={json.dumps(value)}"]
     command = [sys.executable, "-m", "kd2trt", "run", "--out", str(tmp_path / "run"), *flags]
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "PYTHONPATH": child_pythonpath()}
     process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     metrics = tmp_path / "run" / "student.metrics.json"
     deadline = time.time() + 120

@@ -163,25 +163,6 @@ def test_capabilities_match_the_version(caps) -> None:
     assert caps.explicit_batch_flag_needed == (caps.version.major < 10)
 
 
-def test_cuda_memory_round_trip(caps) -> None:
-    from kd2trt.trt import cuda_memory
-
-    data = _images(4, 1)
-    host = cuda_memory.PinnedHostBuffer(data.shape, np.float32)
-    back = cuda_memory.PinnedHostBuffer(data.shape, np.float32)
-    device = cuda_memory.DeviceBuffer(data.nbytes)
-    stream = cuda_memory.Stream()
-    try:
-        host.array[...] = data
-        cuda_memory.memcpy_htod_async(device, host.array, data.nbytes, stream)
-        cuda_memory.memcpy_dtoh_async(back.array, device, data.nbytes, stream)
-        stream.synchronize()
-        np.testing.assert_array_equal(back.array, data)
-    finally:
-        for item in (host, back, device, stream):
-            item.free()
-
-
 def test_fp32_engine_matches_onnxruntime(caps, device, graphs, tmp_path) -> None:
     _, engine, manifest = _build(caps, device, graphs, tmp_path, "fp32")
     images = _images(16, 7)
@@ -286,6 +267,29 @@ def test_runner_batches_and_cuda_graphs(caps, device, graphs, tmp_path) -> None:
             runner.infer(images[:17])
         with pytest.raises(Kd2trtError, match="takes images of shape"):
             runner.infer(images[:, :, :4])
+
+
+@pytest.mark.parametrize("cuda_graph", [False, True])
+def test_gpu_compute_is_timed_apart_from_host_latency(caps, device, graphs, tmp_path, cuda_graph) -> None:
+    import time
+
+    from kd2trt.trt.runner import TrtRunner
+
+    _, engine, _ = _build(caps, device, graphs, tmp_path, "fp32")
+    images = _images(38, 16)
+    with TrtRunner(engine, use_cuda_graph=cuda_graph) as runner:
+        compute = runner.time_compute(images, 50)
+        host = []
+        for _ in range(50):
+            t0 = time.perf_counter()
+            runner.infer(images)
+            host.append((time.perf_counter() - t0) * 1e3)
+        assert len(compute) == 50 and min(compute) > 0
+        # the event span holds no copies and no synchronisation: never above what the host waited for
+        assert np.median(compute) <= np.median(host)
+        _close(runner.infer(images), _ort(graphs["onnx"], images), 1e-3)  # buffers intact after timing
+        with pytest.raises(Kd2trtError, match="iterations must be at least 1"):
+            runner.time_compute(images, 0)
 
 
 def test_timing_cache_is_reused(caps, device, graphs, tmp_path) -> None:

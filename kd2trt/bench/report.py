@@ -20,6 +20,8 @@ def markdown(result: dict[str, Any]) -> str:
     rows = result["rows"]
     b0, b_max = result["batch_sizes"][0], result["batch_sizes"][-1]
     env = result["environment"]
+    # GPU compute (CUDA events) gets a column only when some row has it: CPU-only reports stay narrow
+    gpu = any(row["latency"][str(b0)].get("gpu_compute") for row in rows)
     lines = [
         f"# kd2trt bench — {result['run']}",
         "",
@@ -27,17 +29,21 @@ def markdown(result: dict[str, Any]) -> str:
         f"Machine: {env['machine']}. Latency: {result['protocol']}.",
         "",
         f"| model | backend | precision | device | params | file | top-1 | Δ vs teacher | agreement | "
-        f"p50 ms (b={b0}) | p99 ms (b={b0}) | img/s (b={b_max}) | speed-up |",
-        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        f"p50 ms (b={b0}) | p99 ms (b={b0}) | " + (f"GPU compute p50 ms (b={b0}) | " if gpu else "")
+        + f"img/s (b={b_max}) | speed-up |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if gpu else "") + "---:|---:|",
     ]
     for row in rows:
-        first, last = row["latency"][str(b0)]["host"], row["latency"][str(b_max)]
+        first, last = row["latency"][str(b0)], row["latency"][str(b_max)]
         params = f"{row['params']:,}" if row.get("params") else "—"
+        compute = first.get("gpu_compute")
+        gpu_cell = (f"{compute['median_ms']:.3f} | " if compute else "— | ") if gpu else ""
         lines.append(
             f"| {row['model']} | {row['backend']} | {row['precision']} | {row['device']} | {params} | "
             f"{_size(row.get('file_bytes'))} | {row['accuracy']['top1']:.2f}% | {row['delta_top1_vs_teacher']:+.2f} | "
-            f"{row['accuracy']['agreement_with_teacher']:.1f}% | {first['median_ms']:.3f} | {first['p99_ms']:.3f} | "
-            f"{last['throughput_ips']:,.0f} | {row['speedup_vs_teacher']:.1f}× |")
+            f"{row['accuracy']['agreement_with_teacher']:.1f}% | {first['host']['median_ms']:.3f} | "
+            f"{first['host']['p99_ms']:.3f} | {gpu_cell}{last['throughput_ips']:,.0f} | "
+            f"{row['speedup_vs_teacher']:.1f}× |")
     powered = [(row, b, lat["power"]) for row in rows for b, lat in row["latency"].items()
                if "power" in lat and "mean_w" in lat["power"]]
     if powered:

@@ -64,13 +64,17 @@ class TorchRunner:
 
     @torch.inference_mode()
     def time_compute(self, batch: np.ndarray, iterations: int) -> list[float] | None:
-        """Milliseconds per forward pass measured with CUDA events, input already on the device."""
+        """Milliseconds per forward pass measured with CUDA events, input already on the device.
+
+        Eager PyTorch launches kernels one by one from Python: for a small model the GPU waits on each launch,
+        so this span is the launch-bound time of the forward pass, not the kernels' own duration.
+        """
         if self.device.type != "cuda":
             return None
         resident = torch.from_numpy(batch).to(self.device)
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         times = []
         for _ in range(iterations):
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             start.record()
             self.model(resident)
             end.record()

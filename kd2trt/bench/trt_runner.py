@@ -25,7 +25,8 @@ class TrtBenchRunner:
         return self.runner.infer(batch)
 
     def time_compute(self, batch: np.ndarray, iterations: int) -> list[float] | None:
-        return None  # GPU compute alone is not separated for engines yet: use trtexec --loadEngine for it
+        """GPU compute per enqueue (CUDA events, input resident): trtexec's "GPU Compute Time"."""
+        return self.runner.time_compute(batch, iterations)
 
     def close(self) -> None:
         self.runner.close()

@@ -6,11 +6,12 @@ the 10.x -> 11.x migration guide; NVIDIA samples ``efficientdet/build_engine.py`
 =====================================================  ==========================================================
 call                                                   notes
 =====================================================  ==========================================================
-``Builder(logger)``, ``create_network(flags)``         ``EXPLICIT_BATCH`` required on 8.x, ignored on 10.x;
-                                                       ``STRONGLY_TYPED`` (>= 9.x) set when the plan says so
+``Builder(logger)``, ``create_network(flags)``         ``EXPLICIT_BATCH`` required on 8.x, ignored on 10.x,
+                                                       removed in 11.x; ``STRONGLY_TYPED`` (>= 9.x) set when
+                                                       the plan says so
                                                        (always on 11.x, where it is accepted and ignored)
 ``OnnxParser(network, logger)``, ``parse_from_file``   errors: ``num_errors``, ``get_error(i).node()/.desc()``
-                                                       (``node_name()``/``node_operator()`` on 10.x only)
+                                                       (``node_name()``/``node_operator()`` >= 10.x; not 8.6)
 ``create_optimization_profile``, ``set_shape``         one profile: min/opt/max batch
 ``config.set_memory_pool_limit(WORKSPACE, bytes)``     >= 8.4 (``max_workspace_size`` before); set explicitly,
                                                        small on Jetson (unified memory: builds get OOM-killed)
@@ -357,7 +358,7 @@ def build_engine(
     if hasattr(parser, "parse_from_file"):  # resolves external-data files relative to the model
         parsed = parser.parse_from_file(str(onnx_path))
     else:
-        parsed = parser.parse(onnx_path.read_bytes())
+        parsed = parser.parse(onnx_path.read_bytes(), str(onnx_path))  # the path locates external data
     if not parsed:
         issues = _parser_issues(parser, onnx_path)
         if not issues and logger.errors:

@@ -7,7 +7,8 @@ TensorRT's precision API changed twice in the versions kd2trt targets (DESIGN §
 * 10.x (JetPack 6.1+ and 7, x86): the same weak typing (calibrators deprecated since 10.1 but present);
   ``EXPLICIT_BATCH`` is deprecated and ignored, ``STRONGLY_TYPED`` exists (opt-in).
 * 11.x: strong typing only. ``BuilderFlag.FP16/INT8``, ``IBuilderConfig.int8_calibrator`` and
-  ``Builder.platform_has_fast_fp16/int8`` are removed; ``STRONGLY_TYPED`` is accepted and ignored.
+  ``Builder.platform_has_fast_fp16/int8`` and ``EXPLICIT_BATCH`` are removed; ``STRONGLY_TYPED`` is accepted
+  and ignored (its value is 0 there, 1 in 10.x: the flag is always read from the enum, never hard-coded).
   (NVIDIA "Migrating from TensorRT 10.x to 11.x", Python API reference, "Removed Python APIs".)
 
 So :func:`probe` asks ``hasattr`` of the classes, and only uses the version for the one thing no attribute

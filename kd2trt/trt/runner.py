@@ -15,8 +15,9 @@ with ``enqueueV3``; 10.0 removed the binding-index API it replaced): ``num_io_te
 ``samples/python/common_runtime.py`` and the 8.x -> 10.x migration guide ("name-based engine API"). Each is
 checked with ``hasattr`` first, so an unexpected TensorRT fails with a message instead of AttributeError.
 
-Timing is the bench harness's job; this class only moves data and runs the engine, optionally replaying a
-captured CUDA graph per batch size (like ``trtexec --useCudaGraph``).
+Host latency is the bench harness's job (it times :meth:`TrtRunner.infer`); :meth:`TrtRunner.time_compute`
+measures GPU compute alone with CUDA events. Either can replay a captured CUDA graph per batch size (like
+``trtexec --useCudaGraph``).
 """
 
 from __future__ import annotations
@@ -99,15 +100,12 @@ class TrtRunner:
             last = self._logger.errors[-1] if self._logger.errors else "no error was logged"
             raise Kd2trtError(f"TensorRT {caps.version} could not deserialize {self.engine_path}: {last}; rebuild it "
                               "with `kd2trt export`")
-        missing = [name for name in REQUIRED_ENGINE_API if not hasattr(self._engine, name)]
+        self._require_api(self._engine, REQUIRED_ENGINE_API, caps.version)
         self._context = self._engine.create_execution_context()
         if self._context is None:
             raise Kd2trtError(f"TensorRT could not create an execution context for {self.engine_path} "
                               "(out of device memory?)")
-        missing += [name for name in REQUIRED_CONTEXT_API if not hasattr(self._context, name)]
-        if missing:
-            raise Kd2trtError(f"TensorRT {caps.version} lacks the name-based tensor API ({', '.join(missing)}); "
-                              "kd2trt needs TensorRT 8.5 or later")
+        self._require_api(self._context, REQUIRED_CONTEXT_API, caps.version)
         self.use_cuda_graph = use_cuda_graph
         try:
             self._setup_io(cuda_memory)
@@ -116,6 +114,23 @@ class TrtRunner:
             raise
 
     # ----------------------------------------------------------------------------------------- setup
+
+    @staticmethod
+    def _require_api(obj: Any, names: tuple, version: Any) -> None:
+        missing = [name for name in names if not hasattr(obj, name)]
+        if missing:
+            raise Kd2trtError(f"TensorRT {version} lacks the name-based tensor API ({', '.join(missing)}); "
+                              "kd2trt needs TensorRT 8.5 or later")
+
+    def _numpy_dtype(self, tensor: str) -> np.dtype:
+        """The numpy dtype of an I/O tensor; ``trt.nptype`` has none for BF16/FP8/INT4/FP4 (it raises TypeError)."""
+        trt_dtype = self._engine.get_tensor_dtype(tensor)
+        try:
+            return np.dtype(self._trt.nptype(trt_dtype))
+        except TypeError:
+            raise Kd2trtError(f"{self.engine_path}: tensor {tensor!r} is {trt_dtype}, which has no numpy type; kd2trt "
+                              "runs engines with FP32/FP16/INT8/INT32 inputs and outputs (export keeps FP32 I/O)"
+                              ) from None
 
     def _setup_io(self, cuda_memory: Any) -> None:
         trt, engine, context = self._trt, self._engine, self._context
@@ -129,7 +144,7 @@ class TrtRunner:
         low, _opt, high = engine.get_tensor_profile_shape(self.input_name, 0)
         self.min_batch, self.max_batch = int(low[0]), int(high[0])
         self.input_chw = tuple(int(d) for d in high[1:])
-        self.input_dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(self.input_name)))
+        self.input_dtype = self._numpy_dtype(self.input_name)
         self._stream = cuda_memory.Stream()
         max_shape = (self.max_batch, *self.input_chw)
         self._host_in = self._own(cuda_memory.PinnedHostBuffer(max_shape, self.input_dtype))
@@ -144,7 +159,7 @@ class TrtRunner:
             if any(d < 0 for d in shape):
                 raise Kd2trtError(f"{self.engine_path}: output {name!r} has a data-dependent shape {shape}; kd2trt "
                                   "runs classifiers with fixed-size outputs")
-            dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(name)))
+            dtype = self._numpy_dtype(name)
             self.output_dtypes[name] = dtype
             self._host_out[name] = self._own(cuda_memory.PinnedHostBuffer(shape, dtype))
             self._dev_out[name] = self._own(cuda_memory.DeviceBuffer(self._host_out[name].nbytes))
@@ -174,17 +189,7 @@ class TrtRunner:
         """Run one batch; every output by name, as new numpy arrays (the pinned buffers are reused)."""
         from kd2trt.trt import cuda_memory
 
-        if self._closed:
-            raise Kd2trtError(f"{self.engine_path.name}: runner used after close()")
-        batch = self.check_batch(images)
-        n = batch.shape[0]
-        if n != self._current_batch:
-            if not self._context.set_input_shape(self.input_name, batch.shape):
-                raise Kd2trtError(f"{self.engine_path.name}: TensorRT refused input shape {batch.shape}")
-            self._current_batch = n
-        host_in = self._host_in.array[:n]
-        host_in[...] = batch
-        cuda_memory.memcpy_htod_async(self._dev_in, host_in, batch.nbytes, self._stream)
+        n = self._stage_input(images)
         self._enqueue(n)
         sizes = {}
         for name in self.output_names:
@@ -196,6 +201,51 @@ class TrtRunner:
         self._stream.synchronize()
         return {name: self._host_out[name].array.reshape(-1)[:count].reshape(shape).copy()
                 for name, (shape, count) in sizes.items()}
+
+    def _stage_input(self, images: Any) -> int:
+        """Check the batch, set the input shape if it changed, queue the host-to-device copy; the batch size."""
+        from kd2trt.trt import cuda_memory
+
+        if self._closed:
+            raise Kd2trtError(f"{self.engine_path.name}: runner used after close()")
+        batch = self.check_batch(images)
+        n = batch.shape[0]
+        if n != self._current_batch:
+            if not self._context.set_input_shape(self.input_name, batch.shape):
+                raise Kd2trtError(f"{self.engine_path.name}: TensorRT refused input shape {batch.shape}")
+            self._current_batch = n
+        host_in = self._host_in.array[:n]
+        host_in[...] = batch
+        cuda_memory.memcpy_htod_async(self._dev_in, host_in, batch.nbytes, self._stream)
+        return n
+
+    def time_compute(self, images: Any, iterations: int) -> list[float]:
+        """GPU compute milliseconds of ``iterations`` enqueues of one batch, measured with CUDA events.
+
+        The input is copied to the device once, then each iteration is ``record(start); enqueue; record(end)``
+        on the runner's stream: no transfers, no host code inside the measured span -- trtexec's "GPU Compute
+        Time", reported beside the host latency of :meth:`infer`. One untimed enqueue first, which is also when
+        the CUDA graph for this batch size is captured if graphs are on.
+        """
+        from kd2trt.trt import cuda_memory
+
+        if iterations < 1:
+            raise Kd2trtError(f"iterations must be at least 1, got {iterations}")
+        n = self._stage_input(images)
+        self._enqueue(n)
+        start, end = cuda_memory.Event(), cuda_memory.Event()
+        try:
+            times = []
+            for _ in range(iterations):
+                start.record(self._stream)
+                self._enqueue(n)
+                end.record(self._stream)
+                end.synchronize()
+                times.append(end.elapsed_ms_since(start))
+        finally:
+            start.free()
+            end.free()
+        return times
 
     def infer(self, images: Any) -> np.ndarray:
         """Run one batch; the first output (a classifier's logits)."""
