@@ -211,3 +211,37 @@ def test_markdown_adds_gpu_compute_column_only_when_measured() -> None:
     assert header.count("|") == rule.count("|") == body[0].count("|") == body[1].count("|")
     result["rows"] = [row("onnxruntime", None)]
     assert "GPU compute" not in markdown(result)
+
+
+def test_onnxruntime_backends_per_device() -> None:
+    from kd2trt.bench.runners import ort_backends
+
+    cpu_only = ["AzureExecutionProvider", "CPUExecutionProvider"]
+    gpu = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert ort_backends("cpu", gpu) == [["CPUExecutionProvider"]]
+    assert ort_backends("cuda:0", cpu_only) == [["CPUExecutionProvider"]]
+    assert ort_backends("cuda:0", gpu) == [
+        ["CUDAExecutionProvider", "CPUExecutionProvider"],
+        ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]]
+    assert ort_backends("cuda", ["CUDAExecutionProvider", "CPUExecutionProvider"]) == [
+        ["CUDAExecutionProvider", "CPUExecutionProvider"]]
+
+
+@pytest.mark.filterwarnings("ignore:Specified provider 'CUDAExecutionProvider' is not in available provider names")
+def test_onnxruntime_row_names_the_provider_that_really_ran(exported_run: Path) -> None:
+    import onnxruntime as ort
+
+    from kd2trt.bench.runners import OrtRunner
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this onnxruntime has the CUDA provider: no fallback to observe")
+    info = RunnerInfo("student", "onnxruntime", "int8", "cuda")
+    runner = OrtRunner(exported_run / "student.int8.onnx", info, ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    try:
+        assert info.device == "cpu"
+        fallback = "ONNX Runtime could not start CUDAExecutionProvider and ran on CPUExecutionProvider instead"
+        assert fallback in info.notes
+        assert any(note.startswith("Q/DQ run as fake-quant") for note in info.notes)
+        assert runner.infer(np.zeros((2, 1, 8, 8), np.float32)).shape == (2, 10)
+    finally:
+        runner.close()

@@ -87,8 +87,16 @@ class TorchRunner:
             torch.cuda.empty_cache()
 
 
+PROVIDER_DEVICES = {"CPUExecutionProvider": "cpu", "CUDAExecutionProvider": "cuda",
+                    "TensorrtExecutionProvider": "cuda (TensorRT EP)"}
+
+
 class OrtRunner:
-    """ONNX Runtime; Q/DQ graphs run as plain fake-quantisation (see kd2trt.onnx.runtime)."""
+    """ONNX Runtime; on the CPU, Q/DQ graphs run as plain fake-quantisation (see kd2trt.onnx.runtime).
+
+    The row's device is the provider ONNX Runtime actually put first, not the one asked for: when a GPU
+    provider cannot start (no CUDA or TensorRT libraries), ONNX Runtime only logs it and runs on the CPU.
+    """
 
     def __init__(self, path: Path, info: RunnerInfo, providers: list[str], threads: int | None = None):
         fake_quant = info.precision == "int8"
@@ -97,7 +105,11 @@ class OrtRunner:
         self.output_names = [self.session.get_outputs()[0].name]
         self.info = info
         self.info.file, self.info.file_bytes = str(path), os.path.getsize(path)
-        if fake_quant and providers[0] == "CPUExecutionProvider":
+        active = self.session.get_providers()[0]
+        self.info.device = PROVIDER_DEVICES.get(active, active)
+        if active != providers[0]:
+            self.info.notes.append(f"ONNX Runtime could not start {providers[0]} and ran on {active} instead")
+        if fake_quant and active == "CPUExecutionProvider":
             self.info.notes.append("Q/DQ run as fake-quant: accuracy as TensorRT computes it, latency not "
                                    "representative of INT8 kernels")
 
@@ -112,9 +124,14 @@ class OrtRunner:
         del self.session
 
 
-def ort_providers(device: str) -> list[str]:
-    """CUDA execution provider when asked for and installed (onnxruntime-gpu), else the CPU."""
-    available = ort.get_available_providers()
-    if device.startswith("cuda") and "CUDAExecutionProvider" in available:
-        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    return ["CPUExecutionProvider"]
+def ort_backends(device: str, available: list[str] | None = None) -> list[list[str]]:
+    """The provider lists to bench ONNX Runtime with: on a CUDA device, each GPU provider installed
+    (onnxruntime-gpu's CUDA and, where built with it, TensorRT execution providers), one row set each;
+    otherwise, or with neither installed, the CPU."""
+    available = ort.get_available_providers() if available is None else available
+    backends = []
+    if device.startswith("cuda"):
+        for gpu in ("CUDAExecutionProvider", "TensorrtExecutionProvider"):
+            if gpu in available:
+                backends.append([gpu, *(p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p != gpu)])
+    return backends or [["CPUExecutionProvider"]]

@@ -26,7 +26,7 @@ from kd2trt import __version__
 from kd2trt.bench.accuracy import accuracy
 from kd2trt.bench.latency import measure
 from kd2trt.bench.report import evaluate_gates, write_report
-from kd2trt.bench.runners import OrtRunner, Runner, RunnerInfo, TorchRunner, ort_providers
+from kd2trt.bench.runners import PROVIDER_DEVICES, OrtRunner, Runner, RunnerInfo, TorchRunner, ort_backends
 from kd2trt.bench.telemetry import TegrastatsSampler, is_jetson, read_clock_state
 from kd2trt.config import BenchConfig
 from kd2trt.data import load_data
@@ -74,15 +74,14 @@ def candidates(request: BenchRequest, config: BenchConfig, device: torch.device,
             info = RunnerInfo(name, "pytorch", "fp32", dev, file=str(run_dir / f"{name}.pt"),
                               file_bytes=os.path.getsize(run_dir / f"{name}.pt"))
             yield Candidate(info, lambda c=checkpoint, i=info: TorchRunner(model_from_checkpoint(c), i, device))
-    providers = ort_providers(dev)
-    ort_device = "cuda" if providers[0] == "CUDAExecutionProvider" else "cpu"
     for suffix, precision in ((".onnx", "fp32"), (".fp16.onnx", "fp16"), (".int8.onnx", "int8")):
         path = run_dir / f"student{suffix}"
-        if path.is_file():
-            info = RunnerInfo("student", "onnxruntime", precision, ort_device)
-            yield Candidate(info, lambda p=path, i=info: OrtRunner(p, i, providers, config.threads))
-        else:
+        if not path.is_file():
             skipped.append(f"student {precision} ONNX: {path} not found (run `kd2trt export {run_dir}/student.pt`)")
+            continue
+        for providers in ort_backends(dev):
+            info = RunnerInfo("student", "onnxruntime", precision, PROVIDER_DEVICES[providers[0]])
+            yield Candidate(info, lambda p=path, i=info, pr=providers: OrtRunner(p, i, pr, config.threads))
     yield from _engine_candidates(request, skipped, config.cuda_graphs)
 
 
