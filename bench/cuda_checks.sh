@@ -2,7 +2,8 @@
 # What kd2trt can prove on a CUDA machine without TensorRT (and, with TensorRT, the engine tests too):
 #   1. the `cuda` and `trt` tests (the trt ones skip with the probe's reason where TensorRT is absent);
 #   2. the default recipe end to end on the GPU -- AMP distillation, export, bench with CUDA-event timing;
-#   3. code paths the CPU CI cannot reach: a timm teacher, the TensorBoard writer, NCCL under torchrun.
+#   3. code paths the CPU CI cannot reach: a timm teacher, the TensorBoard writer, and the torchrun launch path
+#      on CUDA (one process: no process group is created).
 # Usage: bench/cuda_checks.sh OUT_DIR   (python: $PYTHON, default python3; kd2trt importable from it)
 # Results land in OUT_DIR: pytest logs, the run's distill.json / report.{md,json,png}, one log per check.
 set -uo pipefail
@@ -30,7 +31,7 @@ tiny=(--set teacher.train.epochs=2 --set student.train.epochs=2 --set distill.ba
 step timm_tensorboard "$py" -m kd2trt distill --out "$work/timm" --set teacher.arch=timm:resnet18 --set teacher.channels=null \
     --set teacher.feature_tap=null --set student.feature_tap=null --set tensorboard=true --set device=cuda "${tiny[@]}"
 step timm_tensorboard_events bash -c "ls -R '$work/timm' | grep -q 'events.out.tfevents'"
-step torchrun_nccl "$py" -m torch.distributed.run --standalone --nproc-per-node 1 -m kd2trt distill \
+step torchrun_cuda "$py" -m torch.distributed.run --standalone --nproc-per-node 1 -m kd2trt distill \
     --out "$work/ddp" --set device=cuda "${tiny[@]}"
 rm -rf "$work"
 exit $status

@@ -5,7 +5,7 @@ points), calibration and export times, and the round trip of the three real Tens
 caches in ../shared/fixtures (byte-exact). Run from the repository root:
 
     .venv/bin/python bench/export.py                   # distills runs/bench-export/ first if needed
-    .venv/bin/python bench/export.py --checkpoint runs/digits/student.pt
+    .venv/bin/python bench/export.py --checkpoint runs/digits/student.pt   # exports into --work, not runs/digits/
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def main() -> None:
         checkpoint = args.work / "student.pt"
         if not checkpoint.is_file():
             run_distill(config, args.work, console=Console(file=open(os.devnull, "w")))  # noqa: SIM115
-    summary = run_export(ExportRequest(checkpoint), config.export, console)
+    summary = run_export(ExportRequest(checkpoint, out_dir=args.work), config.export, console)
     preview = summary["preview"]
     result = {
         "recipe": str(args.recipe), "checkpoint": str(checkpoint),

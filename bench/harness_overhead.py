@@ -1,9 +1,11 @@
 """The bench harness's own overhead: `kd2trt.bench` (runner + harness) vs a bare ONNX Runtime loop.
 
 Same model, same input, same session options, interleaved rounds so that drift in the machine's state
-hits both alike; the overhead is the relative difference of the medians. Target: ≤ 5 %. Run from the
-repository root after `kd2trt export` (or it distills + exports runs/bench-export first):
+hits both alike; the overhead is the relative difference of the medians. Target: ≤ 5 %. It needs an
+exported ONNX and stops when there is none: run `kd2trt export` (or bench/export.py, which distills and
+exports into runs/bench-export/, the default --onnx) first. From the repository root:
 
+    .venv/bin/python bench/export.py && .venv/bin/python bench/harness_overhead.py
     .venv/bin/python bench/harness_overhead.py --onnx runs/digits/student.onnx
 """
 

@@ -13,16 +13,35 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from kd2trt.errors import Kd2trtError
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+def _check_device(value: str) -> str:
+    if value not in ("auto", "cpu", "cuda") and not (value.startswith("cuda:") and value[5:].isdigit()):
+        raise ValueError(f"{value!r} is not a device: use auto, cpu, cuda or cuda:N")
+    return value
+
+
+#: Where PyTorch (and, for bench, ONNX Runtime) runs; checked here so that a typo fails at load time.
+Device = Annotated[str, AfterValidator(_check_device)]
 
 
 class DataConfig(_Strict):
@@ -135,8 +154,20 @@ class ExportConfig(_Strict):
     calib_seed: int = 0
     trt_versions: list[str] = Field(
         ["10.3"], description="TensorRT versions to write calibration caches for and to preflight the graph "
-        "against: 8.5 (JetPack 5), 8.6 (JetPack 6.0), 10.3 (JetPack 6.1/6.2), 10.x, 11.x")
+        "against: 8.5 (JetPack 5), 8.6 (JetPack 6.0), 10.3 (JetPack 6.1/6.2), or a full TensorRT version "
+        "such as 10.14.1 or 11.0")
     teacher: bool = Field(True, description="also export the teacher (for bench)")
+
+    @field_validator("trt_versions")
+    @classmethod
+    def _trt_versions(cls, values: list[str]) -> list[str]:
+        """The parser `kd2trt export` uses, run at load time: a bad target fails before distillation."""
+        from kd2trt.onnx.targets import parse_target
+
+        try:
+            return [parse_target(value).text for value in values]
+        except Kd2trtError as exc:
+            raise ValueError(str(exc)) from None
 
 
 class BuildConfig(_Strict):
@@ -171,19 +202,21 @@ class BenchConfig(_Strict):
     iterations: int = Field(200, ge=5, description="timed iterations per batch size")
     duration_s: float | None = Field(None, gt=0, description="time for at least this long instead")
     threads: int | None = Field(None, ge=1, description="CPU threads for PyTorch and ONNX Runtime")
-    device: str = Field("auto", description="auto | cpu | cuda: where the PyTorch and ONNX Runtime runners run")
+    device: Device = Field("auto", description="auto | cpu | cuda | cuda:N: where the PyTorch and ONNX Runtime "
+                           "runners run")
     cuda_graphs: bool = Field(False, description="TensorRT engines: replay each batch size as a captured CUDA graph")
     max_top1_drop: float | None = Field(None, ge=0, description="gate: student rows' top-1 drop vs teacher")
     min_agreement: float | None = Field(None, ge=0, le=100, description="gate: % agreement with the teacher")
-    min_speedup: float | None = Field(None, gt=0, description="gate: p50 speed-up vs the teacher (batch 1)")
+    min_speedup: float | None = Field(None, gt=0, description="gate: p50 speed-up vs the teacher at the first "
+                                      "of batch_sizes")
 
 
 class RunConfig(_Strict):
-    """A whole run. Fields of later stages (export, build, bench) join this model as they land."""
+    """A whole run: data, teacher, student and distillation, then export, engine build and bench."""
 
     name: str = Field("digits", pattern=r"^[A-Za-z0-9._-]+$")
     seed: int = 0
-    device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
+    device: Device = Field("auto", description="auto | cpu | cuda | cuda:N")
     output_root: Path = Path("runs")
     tensorboard: bool = False
     data: DataConfig = Field(default_factory=DataConfig)
@@ -194,12 +227,14 @@ class RunConfig(_Strict):
     build: BuildConfig = Field(default_factory=BuildConfig)
     bench: BenchConfig = Field(default_factory=BenchConfig)
 
-    @field_validator("device")
-    @classmethod
-    def _device(cls, value: str) -> str:
-        if value not in ("auto", "cpu", "cuda") and not (value.startswith("cuda:") and value[5:].isdigit()):
-            raise ValueError("must be auto, cpu, cuda or cuda:N")
-        return value
+    @model_validator(mode="after")
+    def _bench_fits_engines(self) -> RunConfig:
+        largest = max(self.bench.batch_sizes)
+        if self.build.engines and largest > self.build.max_batch:
+            raise ValueError(f"bench.batch_sizes includes {largest} but build.max_batch is {self.build.max_batch}, "
+                             "so the engines cannot run it; raise build.max_batch or lower bench.batch_sizes "
+                             "(or set build.engines: false)")
+        return self
 
     @property
     def run_dir(self) -> Path:
@@ -215,11 +250,11 @@ class RunConfig(_Strict):
 def _format_validation_error(error: ValidationError, source: str) -> str:
     parts = []
     for item in error.errors():
-        key = ".".join(str(part) for part in item["loc"]) or "<top level>"
-        message = item["msg"]
+        key = ".".join(str(part) for part in item["loc"])
+        message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
             message = "unknown key (check its spelling against pipeline/digits.yaml)"
-        parts.append(f"{key}: {message}")
+        parts.append(f"{key}: {message}" if key else message)
     return f"{source}: " + "; ".join(parts)
 
 

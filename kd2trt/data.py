@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 from sklearn.model_selection import train_test_split
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
@@ -45,6 +45,18 @@ class Preprocessing(BaseModel):
     channels: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Preprocessing:
+        if self.image_size < 1 or self.channels not in (1, 3):
+            raise ValueError(f"image_size {self.image_size} and channels {self.channels}: need a positive size "
+                             "and 1 or 3 channels")
+        if len(self.mean) != self.channels or len(self.std) != self.channels:
+            raise ValueError(f"mean and std need {self.channels} values (one per channel), got {len(self.mean)} "
+                             f"and {len(self.std)}")
+        if min(self.std) <= 0:
+            raise ValueError(f"std {list(self.std)} must be > 0")
+        return self
 
     def to_tensor(self, image: Image.Image) -> torch.Tensor:
         """The deterministic transform used for evaluation, calibration and benchmarking."""
@@ -320,6 +332,8 @@ def _measure_preprocessing(train: list[Sample], config: DataConfig, limit: int =
         mean, std = tuple(config.mean), tuple(config.std)
         if len(mean) != channels or len(std) != channels:
             raise Kd2trtError(f"data.mean/std need {channels} values (one per channel)")
+        if min(std) <= 0:
+            raise Kd2trtError(f"data.std {list(std)}: every value must be > 0 (it divides the pixels)")
     else:
         raw = Preprocessing(image_size=config.image_size, channels=channels,
                             mean=(0.0,) * channels, std=(1.0,) * channels)

@@ -227,7 +227,7 @@ def format_report(env: dict[str, Any]) -> str:
     elif "error" in jetson:
         out.append(_line("Jetson", f"detection failed: {jetson['error']}"))
     else:
-        jp = jetson.get("jetpack") or "unknown JetPack"
+        jp = jetson.get("jetpack") or "unknown"
         expected = jetson.get("expected_tensorrt")
         text = f"{jetson.get('model') or 'unknown board'}, L4T {jetson['l4t']}, JetPack {jp}"
         if expected:
@@ -237,6 +237,8 @@ def format_report(env: dict[str, Any]) -> str:
         if jetson.get("jetson_clocks") is not None:
             text += f", jetson_clocks {'on' if jetson['jetson_clocks'] else 'off'}"
         out.append(_line("Jetson", text))
+        if jetson.get("warning"):
+            out.append(_line("", f"warning: {jetson['warning']}"))
         if trt["usable"] and expected and not trt["version"].startswith(expected.replace(".x", "")):
             out.append(_line("", f"note: TensorRT {trt['version']} is not JetPack's {expected}; engines follow "
                              "the TensorRT that builds them"))

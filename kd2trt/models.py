@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from kd2trt.artifacts import load_torch
 from kd2trt.errors import Kd2trtError
 
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
@@ -134,12 +135,7 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """A state dict from a bare state dict or a checkpoint (kd2trt's, or {'state_dict'|'model': …})."""
     if not path.is_file():
         raise Kd2trtError(f"{path}: weights file not found; fix the path")
-    try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise Kd2trtError(f"{path}: not a readable PyTorch checkpoint ({reason.split('. ')[0][:120]}); re-save it with "
-                          "torch.save(model.state_dict(), path)") from None
+    loaded = load_torch(path, "re-save it with torch.save(model.state_dict(), path)")
     if isinstance(loaded, dict):
         for key in ("state_dict", "model_state_dict", "model"):
             if isinstance(loaded.get(key), dict) and all(isinstance(v, torch.Tensor) for v in loaded[key].values()):

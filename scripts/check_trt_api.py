@@ -128,8 +128,7 @@ NAMES: tuple[Group, ...] = (
         _n("IBuilderConfig", "class", (f"{CAP}:probe", "getattr", "always")),
         _n("IInt8EntropyCalibrator2", "class", (f"{CAP}:probe", "hasattr", "always"),
            (f"{CAL}:make_calibrator", "getattr", "calibrator")),
-        _n("IInt8MinMaxCalibrator", "class", (f"{CAP}:probe", "hasattr", "always"),
-           (f"{CAL}:make_calibrator", "getattr", "calibrator")),
+        _n("IInt8MinMaxCalibrator", "class", (f"{CAL}:make_calibrator", "getattr", "calibrator")),
         _n("Builder", "class", (f"{CAP}:probe", "hasattr", "always"), (f"{CAP}:probe", "none", "always"),
            (f"{BLD}:build_engine", "none", "always")),
         _n("OnnxParser", "class", (f"{CAP}:probe", "hasattr", "always"), (f"{BLD}:build_engine", "none", "always")),
@@ -274,10 +273,10 @@ NAMES: tuple[Group, ...] = (
 #: Checked with --introspect only (the strings cannot say which class a word belongs to).
 SUBCLASS_ATTRS: dict[str, tuple[str, ...]] = {
     "ILogger": ("errors", "threshold"),
-    "IInt8EntropyCalibrator2": ("algorithm", "cache_path", "input_name", "batch_size", "stream", "error",
-                                "cache_written", "free", "_cache_bytes", "_iterator", "_device"),
-    "IInt8MinMaxCalibrator": ("algorithm", "cache_path", "input_name", "batch_size", "stream", "error",
-                              "cache_written", "free", "_cache_bytes", "_iterator", "_device"),
+    "IInt8EntropyCalibrator2": ("algorithm", "state", "cache_path", "input_name", "batch_size", "stream", "error",
+                                "cache_written", "free"),
+    "IInt8MinMaxCalibrator": ("algorithm", "state", "cache_path", "input_name", "batch_size", "stream", "error",
+                              "cache_written", "free"),
 }
 
 KIND_ACCEPTS = {

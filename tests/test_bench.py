@@ -132,7 +132,11 @@ def test_bench_on_cuda_reports_gpu_compute_apart(exported_run: Path, tmp_path: P
     result = run_bench(BenchRequest(exported_run, out_dir=tmp_path, engines_dir=tmp_path / "none"), cuda, QUIET)
     env = result["environment"]
     assert env["device"].startswith("cuda") and env["gpu"] == torch.cuda.get_device_name(0)
-    assert isinstance(env["gpu_clocks"], dict | str)
+    clocks = env["gpu_clocks"]  # nvidia-smi's readings, or why there are none
+    if isinstance(clocks, dict):
+        assert "clocks.sm" in clocks and "clocks.max.sm" in clocks, clocks
+    else:
+        assert isinstance(clocks, str) and clocks.startswith("not recorded"), clocks
     torch_rows = [r for r in result["rows"] if r["backend"] == "pytorch"]
     assert [r["device"] for r in torch_rows] == [env["device"]] * 2
     for row in torch_rows:
@@ -245,3 +249,148 @@ def test_onnxruntime_row_names_the_provider_that_really_ran(exported_run: Path) 
         assert runner.infer(np.zeros((2, 1, 8, 8), np.float32)).shape == (2, 10)
     finally:
         runner.close()
+
+
+class ProfileRunner(SleepRunner):
+    """A runner with a batch range, as a TensorRT engine's optimisation profile has (no TensorRT involved)."""
+
+    batch_range = (2, 4)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.info = RunnerInfo("student", "tensorrt", "fp16", "cuda (H100)", file="engines/r/student-fp16.engine")
+        self.many: list[int] = []
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        assert 2 <= len(batch) <= 4, len(batch)
+        return super().infer(batch)
+
+    def infer_many(self, images: np.ndarray) -> np.ndarray:
+        self.many.append(len(images))
+        return np.zeros((len(images), 10), np.float32)
+
+
+def test_accuracy_pass_and_latency_respect_a_batch_range() -> None:
+    from kd2trt.bench.stage import _latencies, _logits
+
+    images = np.zeros((7, 1, 8, 8), np.float32)
+    runner = ProfileRunner()
+    assert _logits(runner, images, eval_batch=8).shape == (7, 10) and runner.many == [7]
+    plain = SleepRunner()
+    assert _logits(plain, images, eval_batch=3).shape == (7, 10) and plain.calls == 3  # 3 + 3 + 1
+
+    config = BenchConfig(batch_sizes=[1, 4, 8], warmup=0, iterations=5)
+    latency = _latencies(runner, images, config, jetson=False)
+    assert set(latency) == {"4"}
+    assert runner.info.notes == [
+        f"student-fp16.engine: batch {b} not measured (its profile takes 2..4; rebuild with build.min_batch/max_batch "
+        "covering it)" for b in (1, 8)]
+    assert set(_latencies(plain, images, config, jetson=False)) == {"1", "4", "8"}
+
+
+def test_report_and_gates_with_a_batch_size_left_out() -> None:
+    from kd2trt.bench.report import markdown
+
+    measured = {"host": {"median_ms": 0.5, "p99_ms": 0.9}, "throughput_ips": 2000.0, "gpu_compute": None}
+    row = {"model": "student", "backend": "tensorrt", "precision": "int8", "device": "cuda (H100)", "params": None,
+           "file_bytes": None, "accuracy": {"top1": 98.0, "agreement_with_teacher": 99.0},
+           "delta_top1_vs_teacher": -1.0, "speedup_vs_teacher": None, "latency": {"32": measured}}
+    result = {"run": "r", "batch_sizes": [1, 32], "test_images": 10, "data_spec": "digits", "num_classes": 10,
+              "protocol": "p", "environment": {"machine": "H100"}, "rows": [row]}
+    assert "| 98.00% | -1.00 | 99.0% | — | — | 2,000 | — |" in markdown(result)
+    (gate,) = evaluate_gates(result, BenchConfig(min_speedup=2))
+    assert gate["passed"] is False and gate["value"] is None
+    assert gate["message"].startswith("student int8 (tensorrt, cuda (H100)): speed-up vs teacher not measured, "
+                                      "batch 1 is outside its engine's batch range (required ≥ 2, --min-speedup)")
+
+
+def test_one_bad_engine_is_skipped_not_fatal(tmp_path: Path) -> None:
+    """The manifest checks of the TensorRT rows, which need no TensorRT: each unusable engine is a skip line."""
+    from kd2trt.artifacts import sha256_file
+    from kd2trt.bench.trt_runner import runnable_engines
+    from kd2trt.trt.manifest import write_manifest
+    from tests.test_trt_manifest import make_manifest
+
+    def engine(name: str, **changes: object) -> Path:
+        path = tmp_path / name
+        path.write_bytes(name.encode())
+        fields = {"engine_file": name, "engine_sha256": sha256_file(path), "jetson": None, "gpu_name": "NVIDIA H100",
+                  "compute_capability": "9.0", **changes}
+        write_manifest(make_manifest(**fields), path)
+        return path
+
+    good = engine("student-fp16-sm90-trt10.3.0.engine", precision="fp16")
+    other_gpu = engine("student-int8-sm87-trt10.3.0.engine", compute_capability="8.7")
+    other_trt = engine("student-int8-sm90-trt8.6.1.engine", trt_version="8.6.1")
+    no_manifest = tmp_path / "student-fp32-sm90-trt10.3.0.engine"
+    no_manifest.write_bytes(b"plan")
+    bad_json = engine("teacher-fp32-sm90-trt10.3.0.engine")
+    bad_json.with_name(bad_json.name + ".json").write_text("{not json")
+    swapped = engine("baseline-fp32-sm90-trt10.3.0.engine")
+    swapped.write_bytes(b"another plan")
+
+    skipped: list[str] = []
+    engines = sorted([good, other_gpu, other_trt, no_manifest, bad_json, swapped])
+    runnable = runnable_engines(engines, "10.3.0.30", "9.0", "NVIDIA H100", skipped)
+    assert [(path, manifest.precision) for path, manifest in runnable] == [(good, "fp16")]
+    assert len(skipped) == 5
+    reasons = dict(line.split(": ", 1) for line in skipped)
+    assert "not built hardware-compatible" in reasons[f"TensorRT engine {other_gpu.name}"]
+    assert "built with TensorRT 8.6.1" in reasons[f"TensorRT engine {other_trt.name}"]
+    assert "no manifest" in reasons[f"TensorRT engine {no_manifest.name}"]
+    assert "not valid JSON" in reasons[f"TensorRT engine {bad_json.name}"]
+    assert "does not match its manifest" in reasons[f"TensorRT engine {swapped.name}"]
+
+
+def test_jetson_power_is_averaged_over_the_timed_loop_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """tegrastats replaced by a recorder of the window asked for: no Jetson needed to check the window."""
+    import kd2trt.bench.stage as bench_stage
+
+    windows: list[tuple[float | None, float | None]] = []
+
+    class Recorder:
+        reason = "recorder"
+
+        def __enter__(self) -> Recorder:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            pass
+
+        def summary(self, since: float | None = None, until: float | None = None) -> None:
+            windows.append((since, until))
+
+    class TimedRunner(SleepRunner):
+        """Records when its timed calls ran; its CUDA-event pass (after the loop) takes 50 ms."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.spans: list[tuple[float, float]] = []
+
+        def infer(self, batch: np.ndarray) -> np.ndarray:
+            started = time.monotonic()
+            out = super().infer(batch)
+            self.spans.append((started, time.monotonic()))
+            return out
+
+        def time_compute(self, batch: np.ndarray, iterations: int) -> None:
+            self.compute_started = time.monotonic()
+            time.sleep(0.05)
+
+    monkeypatch.setattr(bench_stage, "TegrastatsSampler", Recorder)
+    runner = TimedRunner()
+    out = bench_stage._measure_with_power(runner, np.zeros((1, 1, 8, 8), np.float32),
+                                          BenchConfig(warmup=3, iterations=5), jetson=True)
+    assert out["power"] == {"unavailable": "recorder"} and "loop_started" not in out
+    since, until = windows[0]
+    timed = runner.spans[3:]  # after the 3 warm-up calls
+    assert runner.spans[2][1] <= since <= timed[0][0] and timed[-1][1] <= until <= runner.compute_started
+
+
+def test_measure_records_the_timed_loop_span() -> None:
+    before = time.monotonic()
+    result = measure(SleepRunner(), np.zeros((1, 1, 8, 8), np.float32), warmup=5, iterations=5)
+    after = time.monotonic()
+    assert before + 5 * 0.002 <= result.loop_started < result.loop_ended <= after
+    assert result.loop_ended - result.loop_started >= result.host.mean_ms * result.iterations / 1000 * 0.999
+    assert "loop_started" not in result.as_dict() and "loop_ended" not in result.as_dict()

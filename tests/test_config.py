@@ -70,3 +70,66 @@ def test_bench_and_build_sections_are_validated() -> None:
         load_config(None, {"bench.batch_sizes": [0]})
     with pytest.raises(Kd2trtError, match="min_batch <= opt_batch <= max_batch"):
         load_config(None, {"build.min_batch": 8, "build.max_batch": 4})
+
+
+@pytest.mark.parametrize("recipe", sorted((REPO / "pipeline").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_recipe_loads(recipe: Path) -> None:
+    config = load_config(recipe)
+    assert not config.build.engines or max(config.bench.batch_sizes) <= config.build.max_batch
+
+
+@pytest.mark.parametrize("value", ["10.x", "11.x", "9.0", "8.4", "latest", ""])
+def test_bad_trt_target_fails_at_load_time(value: str) -> None:
+    """One parser, at load time: `kd2trt run` must not distill for an hour and then fail in export."""
+    with pytest.raises(Kd2trtError, match=rf"export\.trt_versions: TensorRT target {value!r} is not"):
+        load_config(None, {"export.trt_versions": ["10.3", value]})
+
+
+def test_good_trt_targets_load_and_match_the_export_parser() -> None:
+    from kd2trt.onnx.stage import target_version
+
+    config = load_config(None, {"export.trt_versions": ["8.5", "8.6", "10.3", "10.14.1", "11.0", " 10.3.0 "]})
+    assert config.export.trt_versions == ["8.5", "8.6", "10.3", "10.14.1", "11.0", "10.3.0"]
+    assert [str(target_version(v)) for v in config.export.trt_versions] == [
+        "8.5.2", "8.6.2", "10.3.0", "10.14.1", "11.0.0", "10.3.0"]
+
+
+def test_documented_trt_targets_are_all_accepted() -> None:
+    """The forms the description and the default recipe's comment offer must be ones the parser takes."""
+    import re
+
+    from kd2trt.config import ExportConfig
+    from kd2trt.onnx.targets import TARGET_FORMS, parse_target
+
+    comment = next(line for line in (REPO / "pipeline" / "digits.yaml").read_text().split("\n\n")
+                   if "trt_versions:" in line)
+    texts = [ExportConfig.model_fields["trt_versions"].description, TARGET_FORMS,
+             comment[comment.index("trt_versions:"):]]
+    for text in texts:
+        text = re.sub(r"\([^)]*\)", "", text)  # "(JetPack 6.1/6.2)" names JetPack releases, not targets
+        forms = re.findall(r"\b\d+\.[\dxX*]+(?:\.\d+)?\b", text)
+        assert forms, text
+        for form in forms:
+            parse_target(form)
+
+
+def test_bench_device_is_checked_like_the_run_device() -> None:
+    with pytest.raises(Kd2trtError, match=r"bench\.device: 'gpu' is not a device: use auto, cpu, cuda or cuda:N"):
+        load_config(None, {"bench.device": "gpu"})
+    with pytest.raises(Kd2trtError, match=r"device: 'gpu' is not a device"):
+        load_config(None, {"device": "gpu"})
+    assert load_config(None, {"bench.device": "cuda:1"}).bench.device == "cuda:1"
+
+
+def test_bench_batches_must_fit_the_engines() -> None:
+    with pytest.raises(Kd2trtError, match=r"bench\.batch_sizes includes 64 but build\.max_batch is 32"):
+        load_config(None, {"bench.batch_sizes": [1, 64]})
+    assert load_config(None, {"bench.batch_sizes": [1, 64], "build.max_batch": 64}).build.max_batch == 64
+    assert load_config(None, {"bench.batch_sizes": [1, 64], "build.engines": False}).bench.batch_sizes == [1, 64]
+
+
+def test_min_speedup_describes_the_batch_it_is_measured_at() -> None:
+    from kd2trt.config import BenchConfig
+
+    description = BenchConfig.model_fields["min_speedup"].description
+    assert "batch 1" not in description and "first of batch_sizes" in description

@@ -92,3 +92,14 @@ def test_empty_class_folder_and_undecodable_image(tmp_path: Path) -> None:
             (tmp_path / cls / f"{i}.png").write_bytes(b"not a png")
     with pytest.raises(Kd2trtError, match=r"[ab]/\d\.png: cannot decode this image .* remove or replace"):
         load_data(DataConfig(spec=f"imagefolder:{tmp_path}"))
+
+
+def test_preprocessing_record_must_be_consistent() -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="mean and std need 3 values"):
+        Preprocessing(image_size=8, channels=3, mean=(0.5,), std=(0.25,))
+    with pytest.raises(ValidationError, match="must be > 0"):
+        Preprocessing(image_size=8, channels=1, mean=(0.5,), std=(0.0,))
+    with pytest.raises(Kd2trtError, match=r"data\.std \[0\.0\]: every value must be > 0"):
+        load_data(DataConfig(mean=[0.5], std=[0.0]))

@@ -186,3 +186,63 @@ def test_torchrun_two_cpu_processes(tmp_path: Path) -> None:
     # each rank saw half of each epoch: both models still learn (chance is 10 %; one process gets ~88/55)
     assert summary["teacher"]["test_top1"] > 60.0
     assert summary["student"]["test_top1"] > 40.0
+
+
+_DATA = {"spec": "digits", "image_size": 8, "channels": 1, "val_fraction": 0.2, "test_fraction": 0.2,
+         "split_seed": 0, "labeled_fraction": 0.1}
+
+
+def _fake_checkpoint() -> dict:
+    from kd2trt.data import Preprocessing
+    from kd2trt.distill.checkpoint import make_checkpoint
+    from kd2trt.models import build_model, model_spec
+
+    spec = model_spec("cnn", 1, 10, [8, 16])
+    prep = Preprocessing(image_size=8, channels=1, mean=(0.5,), std=(0.25,))
+    return make_checkpoint("student", spec, build_model(spec).state_dict(), [str(d) for d in range(10)], _DATA,
+                           prep, {})
+
+
+@pytest.mark.parametrize(("key", "value", "message"), [
+    ("data", {"spec": "digits"}, r"malformed 'data' record \(lacks image_size, val_fraction"),
+    ("data", {**_DATA, "image_size": 4}, r"malformed 'data' record \(image_size: Input should be greater"),
+    ("data", ["digits"], r"malformed 'data' record \(a list, not a mapping\)"),
+    ("preprocessing", {"image_size": 8, "channels": 1, "mean": [0.5]}, r"malformed 'preprocessing' record \(std"),
+    ("preprocessing", {"image_size": 8, "channels": 3, "mean": [0.5], "std": [0.25]},
+     r"malformed 'preprocessing' record \(mean and std need 3 values"),
+    ("model", {"arch": "cnn", "in_channels": 1}, r"malformed 'model' record \(num_classes"),
+    ("model", {"arch": "cnn", "in_channels": 1, "num_classes": 10}, r"malformed 'model' record \(arch 'cnn' needs"),
+    ("model", {"arch": "cnn", "in_channels": "1", "num_classes": 10, "channels": [8]},
+     r"malformed 'model' record \(in_channels"),
+    ("classes", "0123456789", r"malformed 'classes' record"),
+    ("state_dict", {"w": [1.0]}, r"malformed 'state_dict' record"),
+])
+def test_malformed_checkpoint_records_fail_on_read(tmp_path: Path, key: str, value: object, message: str) -> None:
+    """Checked where the file is known, not as a KeyError in export, bench or build_model later."""
+    from kd2trt.distill.checkpoint import data_config_of, preprocessing_of
+
+    good = _fake_checkpoint()
+    torch.save(good, tmp_path / "good.pt")
+    checkpoint = read_checkpoint(tmp_path / "good.pt")
+    assert data_config_of(checkpoint).image_size == 8 and preprocessing_of(checkpoint).std == (0.25,)
+    model_from_checkpoint(checkpoint)
+    torch.save({**good, key: value}, tmp_path / "student.pt")
+    with pytest.raises(Kd2trtError, match=rf"student\.pt: {message}.*re-run `kd2trt distill`") as caught:
+        read_checkpoint(tmp_path / "student.pt")
+    assert "\n" not in str(caught.value)
+
+
+def test_unreadable_resume_state_is_one_line(tmp_path: Path) -> None:
+    """weights_only refusals are multi-line in torch; every checkpoint reader reports their first sentence."""
+    import datetime
+
+    path = tmp_path / "student.last.pt"
+    torch.save({"when": datetime.datetime(2020, 1, 1)}, path)  # not loadable with weights_only=True
+    with pytest.raises(Kd2trtError, match=r"student\.last\.pt: not a readable PyTorch checkpoint \(.*\); "
+                                          r"this resume state cannot be used: delete it") as caught:
+        loop._read_resume_state(path, "hash")
+    assert "\n" not in str(caught.value)
+    with pytest.raises(Kd2trtError, match=r"student\.last\.pt: not a readable PyTorch checkpoint \(.*\); "
+                                          r"re-run `kd2trt distill`") as caught:
+        read_checkpoint(path)
+    assert "\n" not in str(caught.value)

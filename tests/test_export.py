@@ -16,7 +16,8 @@ from rich.console import Console
 from kd2trt.config import ExportConfig
 from kd2trt.errors import Kd2trtError
 from kd2trt.onnx import calibration, runtime
-from kd2trt.onnx.calib_cache import read_cache
+from kd2trt.onnx import stage as export_stage
+from kd2trt.onnx.calib_cache import read_cache, read_cache_manifest
 from kd2trt.onnx.export import check_onnx
 from kd2trt.onnx.stage import ExportRequest, run_export, target_version
 
@@ -131,20 +132,110 @@ def test_reusing_a_cache_needs_no_data_and_is_checked(exported: tuple[Path, dict
     cache = out / "student.calib-trt10.3.0.cache"
     config = ExportConfig(trt_versions=["10.3"], fp16=False, teacher=False)
     summary = run_export(ExportRequest(tmp_path / "student.pt", calib_cache=cache), config, QUIET)
-    assert summary["int8"]["calibration"]["source"].startswith("reused cache")
+    # the original calibration's provenance is carried forward, not replaced by "reused cache, 0 images"
+    assert summary["int8"]["calibration"] == {**first["int8"]["calibration"], "reused_from": str(cache)}
     assert summary["onnx"]["sha256"] == first["onnx"]["sha256"]  # the export is deterministic
     assert read_cache(tmp_path / "student.calib-trt10.3.0.cache").scales == read_cache(cache).scales
 
-    with pytest.raises(Kd2trtError, match=r"header TRT-100300-EntropyCalibration2 is for TensorRT 10\.3\.0, "
-                                          r"the target is 8\.6\.2; TensorRT would silently ignore it"):
-        run_export(ExportRequest(tmp_path / "student.pt", calib_cache=cache),
-                   config.model_copy(update={"trt_versions": ["8.6"]}), QUIET)
+    # a cache from another TensorRT release is usable: export writes the ranges under each target's header
+    other = run_export(ExportRequest(tmp_path / "student.pt", calib_cache=cache),
+                       config.model_copy(update={"trt_versions": ["8.6"]}), QUIET)
+    rewritten = read_cache(tmp_path / "student.calib-trt8.6.2.cache")
+    assert rewritten.header == "TRT-8602-EntropyCalibration2" and rewritten.scales == read_cache(cache).scales
+    assert [c["header"] for c in other["int8"]["caches"]] == ["TRT-8602-EntropyCalibration2"]
     shutil.copy(out / "teacher.pt", tmp_path / "teacher.pt")
     with pytest.raises(Kd2trtError, match="was calibrated for another ONNX"):
         run_export(ExportRequest(tmp_path / "teacher.pt", calib_cache=cache), config, QUIET)
     forced = run_export(ExportRequest(tmp_path / "teacher.pt", calib_cache=cache, force=True),
                         config.model_copy(update={"int8": True}), QUIET)
     assert forced["int8"]["caches"]
+
+
+def test_reusing_a_cache_in_place_keeps_its_calibration_record(exported: tuple[Path, dict], tmp_path: Path) -> None:
+    out, first = exported
+    for name in ("student.pt", "student.calib-trt10.3.0.cache", "student.calib-trt10.3.0.cache.json"):
+        shutil.copy(out / name, tmp_path / name)
+    cache = tmp_path / "student.calib-trt10.3.0.cache"
+    config = ExportConfig(trt_versions=["10.3"], fp16=False, teacher=False, calib_method="minmax")
+    run_export(ExportRequest(tmp_path / "student.pt", calib_cache=cache), config, QUIET)
+    manifest = read_cache_manifest(tmp_path / "student.calib-trt10.3.0.cache.json")
+    original = first["int8"]["calibration"]
+    assert original["method"] == "entropy" and original["images"] == 200
+    assert manifest["calibration"] == {**original, "reused_from": str(cache)}  # not "images 0", not "minmax"
+    # reused again (the manifest now records a reuse): the first calibration is still what it names
+    run_export(ExportRequest(tmp_path / "student.pt", calib_cache=cache), config, QUIET)
+    assert read_cache_manifest(tmp_path / "student.calib-trt10.3.0.cache.json")["calibration"] == \
+        {**original, "reused_from": str(cache)}
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (b"{not json", r"\.cache\.json:1: not valid JSON"),
+    (b"[1, 2]", r"\.cache\.json: not a calibration-cache manifest .*found a JSON list"),
+    (b"\xff\xfe{}", r"\.cache\.json: not UTF-8 text"),
+    (b'{"kind": "kd2trt calibration cache", "calibration": {}}', r"'source_onnx_sha256' is None"),
+    (b'{"kind": "kd2trt calibration cache", "source_onnx_sha256": "' + b"a" * 64 + b'"}', r"'calibration' record"),
+])
+def test_malformed_cache_manifest_is_a_one_line_error(tmp_path: Path, content: bytes, message: str) -> None:
+    manifest = tmp_path / "student.calib-trt10.3.0.cache.json"
+    manifest.write_bytes(content)
+    with pytest.raises(Kd2trtError, match=message) as caught:
+        read_cache_manifest(manifest)
+    assert str(manifest) in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_reuse_with_a_malformed_manifest_names_it(exported: tuple[Path, dict], tmp_path: Path) -> None:
+    out, _ = exported
+    shutil.copy(out / "student.pt", tmp_path / "student.pt")
+    cache = tmp_path / "other.cache"
+    shutil.copy(out / "student.calib-trt10.3.0.cache", cache)
+    (tmp_path / "other.cache.json").write_text('["not", "a", "manifest"]')
+    config = ExportConfig(trt_versions=["10.3"], fp16=False, teacher=False)
+    with pytest.raises(Kd2trtError, match=r"other\.cache\.json: not a calibration-cache manifest"):
+        run_export(ExportRequest(tmp_path / "student.pt", calib_cache=cache), config, QUIET)
+
+
+def test_failed_fp32_parity_leaves_no_onnx(exported: tuple[Path, dict], tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    out, _ = exported
+    shutil.copy(out / "student.pt", tmp_path / "student.pt")
+    real = export_stage.ort_logits
+    monkeypatch.setattr(export_stage, "ort_logits", lambda *a, **k: real(*a, **k) + 1.0)  # drifted logits
+    config = ExportConfig(trt_versions=["10.3"], fp16=False, int8=False, teacher=False)
+    with pytest.raises(Kd2trtError, match=r"student\.onnx \(ONNX Runtime\): parity failed"):
+        run_export(ExportRequest(tmp_path / "student.pt"), config, QUIET)
+    assert not (tmp_path / "student.onnx").exists()
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_failed_fp16_parity_leaves_no_fp16_onnx(exported: tuple[Path, dict], tmp_path: Path) -> None:
+    out, _ = exported
+    shutil.copy(out / "student.pt", tmp_path / "student.pt")
+    config = ExportConfig(trt_versions=["10.3"], int8=False, teacher=False, fp16_atol=1e-9)
+    with pytest.raises(Kd2trtError, match=r"student\.fp16\.onnx vs FP32: parity failed"):
+        run_export(ExportRequest(tmp_path / "student.pt"), config, QUIET)
+    assert (tmp_path / "student.onnx").is_file()  # the FP32 graph passed its own gates
+    assert not (tmp_path / "student.fp16.onnx").exists()
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_prime_calibration_count_is_fed_in_plain_chunks(exported: tuple[Path, dict]) -> None:
+    """211 images (a prime): chunks of 64 and a ragged 19, not 211 batches of one; ranges as if fed at once."""
+    out, _ = exported
+    images = np.random.default_rng(0).standard_normal((211, 1, 8, 8)).astype(np.float32)
+    calib = calibration.CalibrationSet(images, "prime")
+    assert [len(batch) for batch in calib.batches(64)] == [64, 64, 64, 19]
+    onnx_path = out / "student.onnx"
+    for method in ("minmax", "percentile", "entropy"):
+        chunked = calibration.amax_of(calibration.collect_ranges(onnx_path, calib, method))
+        at_once = calibration.amax_of(calibration.collect_ranges(onnx_path, calib, method, batch_size=211))
+        assert chunked.keys() == at_once.keys() and "input" in chunked
+        for name, value in at_once.items():
+            if method == "minmax":  # min/max merge exactly across chunks
+                assert chunked[name] == value, name
+            elif method == "percentile":  # the histogram's bins differ slightly
+                assert chunked[name] == pytest.approx(value, rel=0.01), name
+            else:  # entropy's KL threshold moves with the bins, within what resampling moves it
+                assert chunked[name] == pytest.approx(value, rel=0.25), name
 
 
 def test_calibration_data_file_shape_and_content(tmp_path: Path) -> None:
@@ -172,7 +263,7 @@ def test_non_finite_activation_range_is_an_error() -> None:
         calibration.amax_of(ranges)
 
 
-def test_stratified_calibration_sample(tiny_run: Path) -> None:
+def test_stratified_calibration_sample() -> None:
     from kd2trt.config import DataConfig
     from kd2trt.data import load_data
 

@@ -101,3 +101,14 @@ def test_foreign_and_corrupt_weight_files(tmp_path: Path) -> None:
     torch.save(cnn(channels=(8, 16)).state_dict(), wrong_arch)
     with pytest.raises(Kd2trtError, match="does not match the teacher architecture"):
         load_weights(cnn(), wrong_arch)
+
+
+def test_weights_only_refusal_is_one_line(tmp_path: Path) -> None:
+    import datetime
+
+    path = tmp_path / "pickled.pt"
+    torch.save({"when": datetime.datetime(2020, 1, 1)}, path)  # torch.load(weights_only=True) refuses it
+    with pytest.raises(Kd2trtError, match=r"pickled\.pt: not a readable PyTorch checkpoint \(.*\); re-save it with "
+                                          r"torch\.save\(model\.state_dict\(\), path\)") as caught:
+        read_state_dict(path)
+    assert "\n" not in str(caught.value)

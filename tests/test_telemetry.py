@@ -186,6 +186,7 @@ def test_parse_nvpmodel_15w_after_a_warning_line() -> None:
 def test_parse_nvpmodel_other_shapes() -> None:
     assert parse_nvpmodel("NV Power Mode: MODE_15W_6CORE\n2\n") == ("MODE_15W_6CORE", 2)
     assert parse_nvpmodel("NV Power Mode: MAXN_SUPER\r\n2\r\n") == ("MAXN_SUPER", 2)
+    assert parse_nvpmodel("NV Power Mode: MAXN\n") == ("MAXN", None)  # no id line: the id is unknown, not 0
     assert parse_nvpmodel("NVPM ERROR: failed to read /var/lib/nvpmodel/status\n") == (None, None)
     assert parse_nvpmodel("") == (None, None)
 

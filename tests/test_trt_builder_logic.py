@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from kd2trt.errors import Kd2trtError
@@ -12,6 +14,7 @@ from kd2trt.trt.builder import (
     ProfileShapes,
     default_workspace_mb,
     format_parser_errors,
+    read_timing_cache,
     resolve_profile,
     timing_cache_filename,
     validate_build_options,
@@ -126,9 +129,28 @@ def test_runtime_only_tensorrt_cannot_build() -> None:
 # --------------------------------------------------------------------------------------------- names, messages
 
 
-def test_workspace_defaults() -> None:
-    assert default_workspace_mb(on_jetson=True) == 512
-    assert default_workspace_mb(on_jetson=False) == 2048
+def test_workspace_defaults_are_the_documented_ones() -> None:
+    """The recipe documents the defaults (`kd2trt export --help`, docker/README.md): the code must agree."""
+    from kd2trt.config import BuildConfig
+
+    field = BuildConfig.model_fields["workspace_mb"]
+    jetson, desktop = default_workspace_mb(on_jetson=True), default_workspace_mb(on_jetson=False)
+    assert field.description == f"default: {jetson} on Jetson, {desktop} elsewhere"
+    assert jetson < desktop  # a Jetson shares its RAM with the system: builds there get less
+    BuildConfig(workspace_mb=jetson)  # both are values a recipe itself may set
+    BuildConfig(workspace_mb=desktop)
+
+
+def test_an_unreadable_timing_cache_starts_a_new_one(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    saved = tmp_path / "timing.cache"
+    assert read_timing_cache(saved) == b""  # none yet: a new cache, silently
+    saved.write_bytes(b"tactics")
+    assert read_timing_cache(saved) == b"tactics"
+    folder = tmp_path / "a-folder.cache"
+    folder.mkdir()  # a path that exists but cannot be read as a file (IsADirectoryError)
+    with caplog.at_level("WARNING", logger="kd2trt.trt.builder"):
+        assert read_timing_cache(folder) == b""
+    assert f"cannot read timing cache {folder}" in caplog.text and "starting a new one" in caplog.text
 
 
 def test_timing_cache_filename_is_keyed_by_gpu_cc_and_trt() -> None:

@@ -60,8 +60,8 @@ def test_doctor_on_this_machine() -> None:
     assert "tensorrt" not in sys.modules
 
 
-def test_format_report_for_a_jetson_with_tensorrt() -> None:
-    env = {
+def jetson_env() -> dict:
+    return {
         "python": {"version": "3.10.12", "executable": "/usr/bin/python3", "platform": "Linux-aarch64"},
         "kd2trt": {"version": "0.1.0"},
         "torch": {"installed": True, "version": "2.5.0", "cuda_build": "12.6", "cuda_available": True,
@@ -77,14 +77,35 @@ def test_format_report_for_a_jetson_with_tensorrt() -> None:
         "jetson": {"l4t": "36.4.3", "model": "NVIDIA Jetson AGX Orin Developer Kit", "jetpack": "6.2",
                    "expected_tensorrt": "10.3", "table_verified": True, "power_mode": "MAXN", "jetson_clocks": True},
     }
+
+
+def test_format_report_for_a_jetson_with_tensorrt() -> None:
     from kd2trt.doctor import _abilities
 
+    env = jetson_env()
     env["abilities"] = _abilities(env)
     report = format_report(env)
     assert "Orin (sm87, 62841 MiB), CUDA runtime 12.6" in report
     assert "L4T 36.4.3, JetPack 6.2 (ships TensorRT 10.3), power mode MAXN, jetson_clocks on" in report
     assert "[yes] DLA engines: 2 DLA core(s)" in report
     assert "implicit INT8 from a calibration cache" in report
+    assert "warning:" not in report
+
+
+def test_format_report_shows_why_the_l4t_is_unknown(tmp_path: Path) -> None:
+    from kd2trt.doctor import _abilities
+    from kd2trt.trt.jetson import detect_jetson
+
+    release = tmp_path / "nv_tegra_release"
+    release.write_text("# R40 (release), REV: 1.0\n")  # a format kd2trt does not know
+    info = detect_jetson(release, tmp_path / "model", compatible_path=tmp_path / "compatible", run=None)
+    assert info is not None
+    env = jetson_env()
+    env["jetson"] = info.summary()
+    env["abilities"] = _abilities(env)
+    report = format_report(env)
+    assert "unknown board, L4T unknown, JetPack unknown\n" in report
+    assert f"warning: {release} does not parse" in report
 
 
 def test_tensorrt_installed_does_not_import() -> None:

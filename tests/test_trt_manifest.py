@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,7 @@ from kd2trt.trt.manifest import (
     verify_engine_file,
     write_manifest,
 )
+from kd2trt.trt.runner import read_engine
 
 SHA = "0" * 64
 
@@ -106,6 +108,29 @@ def test_read_manifest_errors(tmp_path: Path) -> None:
         read_manifest(engine)
 
 
+def test_read_manifest_refuses_a_binary_file(tmp_path: Path) -> None:
+    engine = tmp_path / "a.engine"
+    manifest_path(engine).write_bytes(b"\x9f\x00ftrt plan bytes")  # e.g. an engine copied over its manifest
+    with pytest.raises(Kd2trtError, match=r"not UTF-8 text \(byte 0\).*kd2trt export") as err:
+        read_manifest(engine)
+    assert str(manifest_path(engine)) in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("version", ["latest", "", "10", "TensorRT 10.3"])
+def test_read_manifest_refuses_a_trt_version_that_is_not_one(tmp_path: Path, version: str) -> None:
+    engine = tmp_path / "a.engine"
+    data = make_manifest().model_dump(mode="json")
+    data["trt_version"] = version
+    manifest_path(engine).write_text(json.dumps(data))
+    with pytest.raises(Kd2trtError, match=r"invalid engine manifest \(trt_version: .*not understood") as err:
+        read_manifest(engine)
+    assert str(manifest_path(engine)) in str(err.value) and "\n" not in str(err.value)
+    for good in ("10.3.0.30", "8.5.2", "11.0"):
+        data["trt_version"] = good
+        manifest_path(engine).write_text(json.dumps(data))
+        assert read_manifest(engine).trt_version == good  # kept as written (build number included)
+
+
 def test_verify_engine_file(tmp_path: Path) -> None:
     engine = tmp_path / "a.engine"
     engine.write_bytes(b"engine bytes")
@@ -116,6 +141,16 @@ def test_verify_engine_file(tmp_path: Path) -> None:
         verify_engine_file(manifest, engine)
     with pytest.raises(Kd2trtError, match="does not exist"):
         verify_engine_file(manifest, tmp_path / "missing.engine")
+
+
+def test_verify_engine_bytes_hashes_what_it_is_given(tmp_path: Path) -> None:
+    engine = tmp_path / "a.engine"
+    engine.write_bytes(b"engine bytes")
+    manifest = make_manifest(engine_sha256=sha256_file(engine))
+    verify_engine_file(manifest, engine, b"engine bytes")
+    verify_engine_file(manifest, tmp_path / "not-read.engine", b"engine bytes")  # the bytes, not the path, count
+    with pytest.raises(Kd2trtError, match=r"a\.engine: sha256 .* does not match its manifest"):
+        verify_engine_file(manifest, engine, b"engine bytes\0")
 
 
 # --------------------------------------------------------------------------------------------- compatibility
@@ -193,3 +228,23 @@ def test_same_cc_other_gpu_model_only_warns(caplog: pytest.LogCaptureFixture) ->
     with caplog.at_level("WARNING", logger="kd2trt.trt.manifest"):
         check_runtime_compatible(manifest, "10.14.1", "8.6", running_gpu_name="NVIDIA A10")
     assert "latency may differ" in caplog.text
+
+
+# --------------------------------------------------------------------------------------------- the runner's engine file
+
+
+def test_the_runner_reads_the_engine_once_and_verifies_those_bytes(tmp_path: Path) -> None:
+    engine = tmp_path / "student-int8-sm87-trt10.3.0.engine"
+    engine.write_bytes(b"serialized plan")
+    manifest = make_manifest(engine_sha256=sha256_file(engine))
+    assert read_engine(engine, manifest) == b"serialized plan"
+    engine.write_bytes(b"another plan")
+    with pytest.raises(Kd2trtError, match="does not match its manifest"):
+        read_engine(engine, manifest)
+    assert read_engine(engine, manifest, verify_sha256=False) == b"another plan"
+    with pytest.raises(Kd2trtError, match=re.escape(f"engine {tmp_path / 'missing.engine'} does not exist")):
+        read_engine(tmp_path / "missing.engine", manifest)
+    folder = tmp_path / "folder.engine"
+    folder.mkdir()
+    with pytest.raises(Kd2trtError, match=re.escape(f"cannot read engine {folder}: ") + ".*kd2trt export"):
+        read_engine(folder, manifest)

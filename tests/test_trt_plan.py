@@ -33,8 +33,7 @@ CAPS = {
     "10.14": TrtCapabilities(TrtVersion(10, 14, 1), "10.14.1.48", weak_typing=True, has_calibrator=True,
                              strongly_typed_flag=True, version_compatible=True, hardware_compatible=True),
     "11.0": TrtCapabilities(TrtVersion(11, 0, 0), "11.0.0.14", weak_typing=False, has_calibrator=False,
-                            has_minmax_calibrator=False, strongly_typed_flag=True, version_compatible=True,
-                            hardware_compatible=True),
+                            strongly_typed_flag=True, version_compatible=True, hardware_compatible=True),
 }
 WEAK = ["8.5", "8.6", "10.3", "10.14"]
 ALL = ["onnx", "fp16_onnx", "qdq_onnx", "calib_cache"]

@@ -4,12 +4,14 @@ Host latency is timed with `time.perf_counter_ns` around `runner.infer`, which r
 result is on the host — so it includes transfers and synchronisation, as a deployed caller sees it.
 Runners on a GPU also report device compute time (CUDA events, inputs resident), the figure trtexec
 calls "GPU Compute Time". Nothing else runs inside the timed loop: no allocation, no accuracy work.
+The loop's own start and end (`time.monotonic()`) are kept, so power sampled meanwhile is averaged over
+exactly that span.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -44,9 +46,14 @@ class LatencyResult:
     throughput_ips: float          # images per second at the mean host latency
     gpu_compute: Percentiles | None
     timer: str
+    # the timed loop's span in `time.monotonic()` seconds (the tegrastats clock); process-local, so not reported
+    loop_started: float = field(default=0.0, repr=False)
+    loop_ended: float = field(default=0.0, repr=False)
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        del out["loop_started"], out["loop_ended"]
+        return out
 
 
 def measure(runner: Runner, batch: np.ndarray, *, warmup: int, iterations: int,
@@ -56,6 +63,7 @@ def measure(runner: Runner, batch: np.ndarray, *, warmup: int, iterations: int,
     for _ in range(warmup):
         runner.infer(batch)
     samples: list[float] = []
+    loop_started = time.monotonic()
     started = time.perf_counter()
     while len(samples) < iterations or (duration_s is not None and time.perf_counter() - started < duration_s):
         t0 = time.perf_counter_ns()
@@ -63,6 +71,7 @@ def measure(runner: Runner, batch: np.ndarray, *, warmup: int, iterations: int,
         samples.append((time.perf_counter_ns() - t0) / 1e6)
         if duration_s is not None and len(samples) >= 10 and time.perf_counter() - started >= duration_s:
             break
+    loop_ended = time.monotonic()
     host = Percentiles.of(samples)
     compute = runner.time_compute(batch, len(samples))
     return LatencyResult(
@@ -70,4 +79,5 @@ def measure(runner: Runner, batch: np.ndarray, *, warmup: int, iterations: int,
         throughput_ips=len(batch) * 1000.0 / host.mean_ms,
         gpu_compute=Percentiles.of(compute) if compute else None,
         timer="perf_counter_ns" + (" + CUDA events" if compute else ""),
+        loop_started=loop_started, loop_ended=loop_ended,
     )

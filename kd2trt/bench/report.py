@@ -21,7 +21,7 @@ def markdown(result: dict[str, Any]) -> str:
     b0, b_max = result["batch_sizes"][0], result["batch_sizes"][-1]
     env = result["environment"]
     # GPU compute (CUDA events) gets a column only when some row has it: CPU-only reports stay narrow
-    gpu = any(row["latency"][str(b0)].get("gpu_compute") for row in rows)
+    gpu = any((row["latency"].get(str(b0)) or {}).get("gpu_compute") for row in rows)
     lines = [
         f"# kd2trt bench — {result['run']}",
         "",
@@ -34,16 +34,18 @@ def markdown(result: dict[str, Any]) -> str:
         "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if gpu else "") + "---:|---:|",
     ]
     for row in rows:
-        first, last = row["latency"][str(b0)], row["latency"][str(b_max)]
+        # a batch size outside a TensorRT engine's profile is not measured for that row (its notes say so)
+        first, last = row["latency"].get(str(b0)), row["latency"].get(str(b_max))
         params = f"{row['params']:,}" if row.get("params") else "—"
-        compute = first.get("gpu_compute")
+        compute = first.get("gpu_compute") if first else None
         gpu_cell = (f"{compute['median_ms']:.3f} | " if compute else "— | ") if gpu else ""
+        host = (f"{first['host']['median_ms']:.3f} | {first['host']['p99_ms']:.3f}" if first else "— | —")
+        throughput = f"{last['throughput_ips']:,.0f}" if last else "—"
+        speedup = f"{row['speedup_vs_teacher']:.1f}×" if row["speedup_vs_teacher"] is not None else "—"
         lines.append(
             f"| {row['model']} | {row['backend']} | {row['precision']} | {row['device']} | {params} | "
             f"{_size(row.get('file_bytes'))} | {row['accuracy']['top1']:.2f}% | {row['delta_top1_vs_teacher']:+.2f} | "
-            f"{row['accuracy']['agreement_with_teacher']:.1f}% | {first['host']['median_ms']:.3f} | "
-            f"{first['host']['p99_ms']:.3f} | {gpu_cell}{last['throughput_ips']:,.0f} | "
-            f"{row['speedup_vs_teacher']:.1f}× |")
+            f"{row['accuracy']['agreement_with_teacher']:.1f}% | {host} | {gpu_cell}{throughput} | {speedup} |")
     powered = [(row, b, lat["power"]) for row in rows for b, lat in row["latency"].items()
                if "power" in lat and "mean_w" in lat["power"]]
     if powered:
@@ -72,6 +74,8 @@ def plot(result: dict[str, Any], path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(7.5, 4.8), dpi=120)
     markers = {"pytorch": "o", "onnxruntime": "s", "tensorrt": "^"}
     for row in result["rows"]:
+        if b0 not in row["latency"]:
+            continue  # not measured at this batch size (outside a TensorRT profile)
         x, y = row["latency"][b0]["host"]["median_ms"], row["accuracy"]["top1"]
         ax.scatter(x, y, marker=markers.get(row["backend"], "o"), s=60, zorder=3, alpha=0.85,
                    label=f"{row['model']} {row['precision']} ({row['backend']}, {row['device']})")
@@ -106,8 +110,16 @@ def evaluate_gates(result: dict[str, Any], config: BenchConfig) -> list[dict[str
         for name, value, limit, passes, text, sign in checks:
             if limit is None:
                 continue
-            passed = bool(passes(value, limit))
             flag = "--" + name.replace("_", "-")
+            if value is None:  # speed-up of a row not measured at the first batch size: cannot be shown to pass
+                b0 = result["batch_sizes"][0]
+                gates.append({"gate": name, "row": label, "value": None, "limit": limit, "passed": False,
+                              "message": f"{label}: {text.split(' {')[0]} not measured, batch {b0} is outside its "
+                                         "engine's batch range "
+                                         f"(required {sign} {limit:g}, {flag}); put a batch size the engine takes "
+                                         "first in bench.batch_sizes, or rebuild it with build.min_batch/max_batch"})
+                continue
+            passed = bool(passes(value, limit))
             gates.append({"gate": name, "row": label, "value": value, "limit": limit, "passed": passed,
                           "message": f"{label}: {text.format(value=value)} (required {sign} {limit:g}, {flag})"})
     return gates

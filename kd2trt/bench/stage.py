@@ -33,6 +33,7 @@ from kd2trt.data import load_data
 from kd2trt.distill.checkpoint import data_config_of, model_from_checkpoint, preprocessing_of, read_checkpoint
 from kd2trt.distill.distributed import resolve_device
 from kd2trt.errors import Kd2trtError
+from kd2trt.pipeline import default_engines_dir
 
 
 @dataclass
@@ -86,7 +87,7 @@ def candidates(request: BenchRequest, config: BenchConfig, device: torch.device,
 
 
 def _engine_candidates(request: BenchRequest, skipped: list[str], cuda_graphs: bool) -> Iterator[Candidate]:
-    engines_dir = request.engines_dir or Path("engines") / request.run_dir.name
+    engines_dir = request.engines_dir or default_engines_dir(request.run_dir)
     engines = sorted(engines_dir.glob("*.engine")) if engines_dir.is_dir() else []
     if not engines:
         skipped.append(f"TensorRT engines: none in {engines_dir} (build them with `kd2trt export --fp16 --int8` "
@@ -116,7 +117,12 @@ def environment(device: torch.device) -> dict[str, Any]:
 
 
 def _measure_with_power(runner: Runner, batch: np.ndarray, config: BenchConfig, jetson: bool) -> dict[str, Any]:
-    """Latency; on a Jetson, tegrastats samples board power meanwhile → mean W and mJ per inference."""
+    """Latency; on a Jetson, tegrastats samples board power meanwhile → mean W and mJ per inference.
+
+    Power is averaged over the host-timed loop only (its `time.monotonic()` span, as `measure` records it):
+    not the warm-up before it, nor the CUDA-event pass after it. A loop shorter than tegrastats' interval
+    has no sample of its own; then the whole measurement's samples are used.
+    """
     if not jetson:
         return measure(runner, batch, warmup=config.warmup, iterations=config.iterations,
                        duration_s=config.duration_s).as_dict()
@@ -124,10 +130,10 @@ def _measure_with_power(runner: Runner, batch: np.ndarray, config: BenchConfig, 
         started = time.monotonic()
         result = measure(runner, batch, warmup=config.warmup, iterations=config.iterations,
                          duration_s=config.duration_s)
-        ended = time.monotonic()
     out = result.as_dict()
-    timed_seconds = result.host.mean_ms * result.iterations / 1000.0
-    summary = sampler.summary(since=ended - timed_seconds, until=ended) or sampler.summary(since=started)
+    timed_seconds = result.loop_ended - result.loop_started
+    summary = (sampler.summary(since=result.loop_started, until=result.loop_ended)
+               or sampler.summary(since=started))
     if summary is None:
         out["power"] = {"unavailable": sampler.reason}
     else:
@@ -153,6 +159,38 @@ def _batch_of(images: np.ndarray, size: int) -> np.ndarray:
     return np.ascontiguousarray(np.concatenate([images] * reps)[:size])
 
 
+def _logits(runner: Runner, images: np.ndarray, eval_batch: int) -> np.ndarray:
+    """Logits of the whole test split. A runner with `infer_many` (TensorRT) splits it into the batches its
+    optimisation profile accepts, padding a short remainder; the others take chunks of `eval_batch`."""
+    infer_many = getattr(runner, "infer_many", None)
+    if infer_many is not None:
+        return infer_many(images)
+    return np.concatenate([runner.infer(images[i:i + eval_batch]) for i in range(0, len(images), eval_batch)])
+
+
+def _latencies(runner: Runner, images: np.ndarray, config: BenchConfig, jetson: bool) -> dict[str, Any]:
+    """Latency at each batch size the runner accepts; one outside a TensorRT profile's `batch_range` is
+    left out of the row, with a note that says why and how to include it."""
+    batch_range = getattr(runner, "batch_range", None)
+    latency = {}
+    for size in config.batch_sizes:
+        if batch_range is not None and not batch_range[0] <= size <= batch_range[1]:
+            name = Path(runner.info.file).name if runner.info.file else runner.info.label
+            runner.info.notes.append(
+                f"{name}: batch {size} not measured (its profile takes {batch_range[0]}..{batch_range[1]}; rebuild "
+                "with build.min_batch/max_batch covering it)")
+            continue
+        latency[str(size)] = _measure_with_power(runner, _batch_of(images, size), config, jetson)
+    return latency
+
+
+def _speedup(teacher_row: dict[str, Any], row: dict[str, Any], batch: str) -> float | None:
+    """p50 speed-up over the teacher at `batch`; None when the row was not measured at that batch size."""
+    if batch not in row["latency"]:
+        return None
+    return teacher_row["latency"][batch]["host"]["median_ms"] / row["latency"][batch]["host"]["median_ms"]
+
+
 def run_bench(request: BenchRequest, config: BenchConfig, console: Console | None = None) -> dict[str, Any]:
     """Measure every candidate, write report.{md,json,png}; the result includes the gates' outcome."""
     console = console or Console()
@@ -175,11 +213,11 @@ def run_bench(request: BenchRequest, config: BenchConfig, console: Console | Non
     skipped: list[str] = []
     rows: list[dict[str, Any]] = []
     teacher_logits = reference = None
+    b0 = str(config.batch_sizes[0])
     for candidate in candidates(request, config, device, student, teacher, baseline, skipped):
         runner = candidate.build()
         try:
-            logits = np.concatenate([runner.infer(images[i:i + eval_batch])
-                                     for i in range(0, len(images), eval_batch)])
+            logits = _logits(runner, images, eval_batch)
             if logits.shape[1] != data.num_classes:
                 raise Kd2trtError(f"{runner.info.file or runner.info.label}: outputs {logits.shape[1]} classes, "
                                   f"the data set has {data.num_classes}; bench the run this model came from")
@@ -187,8 +225,7 @@ def run_bench(request: BenchRequest, config: BenchConfig, console: Console | Non
                 teacher_logits = logits
             if reference is None and runner.info.model == "student" and runner.info.precision == "fp32":
                 reference = logits
-            latency = {str(b): _measure_with_power(runner, _batch_of(images, b), config, jetson)
-                       for b in config.batch_sizes}
+            latency = _latencies(runner, images, config, jetson)
         finally:
             runner.close()
         if jetson and env["jetson_clocks"].get("clocks_locked") is not True:
@@ -196,14 +233,12 @@ def run_bench(request: BenchRequest, config: BenchConfig, console: Console | Non
         row = {**runner.info.__dict__, "label": runner.info.label,
                "accuracy": accuracy(logits, labels, teacher_logits, reference, data.classes), "latency": latency}
         rows.append(row)
-        first = latency[str(config.batch_sizes[0])]["host"]
-        console.print(f"{runner.info.label:48s} top-1 {row['accuracy']['top1']:6.2f}%  p50 {first['median_ms']:.3f} ms")
+        p50 = f"p50 {latency[b0]['host']['median_ms']:.3f} ms" if b0 in latency else f"batch {b0} not measured"
+        console.print(f"{runner.info.label:48s} top-1 {row['accuracy']['top1']:6.2f}%  {p50}")
     teacher_row = rows[0]
-    b0 = str(config.batch_sizes[0])
     for row in rows:
         row["delta_top1_vs_teacher"] = row["accuracy"]["top1"] - teacher_row["accuracy"]["top1"]
-        row["speedup_vs_teacher"] = (teacher_row["latency"][b0]["host"]["median_ms"]
-                                     / row["latency"][b0]["host"]["median_ms"])
+        row["speedup_vs_teacher"] = _speedup(teacher_row, row, b0)
     result: dict[str, Any] = {
         "run": request.run_dir.name, "data_spec": student["data"]["spec"], "test_images": len(labels),
         "num_classes": data.num_classes, "batch_sizes": config.batch_sizes,

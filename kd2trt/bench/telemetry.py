@@ -16,7 +16,9 @@ Formats handled (see tests/fixtures/tegrastats/README.md for the fixtures and wh
   ``GPU MinFreq=.. MaxFreq=.. CurrentFreq=..``; clocks are locked when MinFreq == MaxFreq == CurrentFreq for
   the GPU and for every online CPU (what `jetson_clocks` sets). It usually needs root.
 
-Must run on Python 3.8 (JetPack 5): no 3.9+ syntax or stdlib-only APIs here.
+Must run on Python 3.8 (JetPack 5): no 3.9+ syntax or stdlib-only APIs here. Standard library only (and
+kd2trt.errors): :mod:`kd2trt.trt.jetson` imports `is_jetson` and `read_clock_state` from here, so that
+`kd2trt doctor`, engine manifests and `kd2trt bench` share one parser for nvpmodel and jetson_clocks.
 """
 
 from __future__ import annotations
@@ -511,8 +513,11 @@ def read_clock_state(run: Callable[..., Any] = subprocess.run) -> ClockState:
     return ClockState(power_mode=mode, power_mode_id=mode_id, clocks_locked=locked, details="; ".join(notes))
 
 
-def is_jetson(release_file: str = JETSON_RELEASE_FILE, compatible_file: str = DEVICE_TREE_COMPATIBLE) -> bool:
-    """True on an NVIDIA Jetson (L4T): /etc/nv_tegra_release exists, or the device tree says nvidia,tegra*."""
+def is_jetson(release_file: str | os.PathLike[str] = JETSON_RELEASE_FILE,
+              compatible_file: str | os.PathLike[str] = DEVICE_TREE_COMPATIBLE) -> bool:
+    """True on an NVIDIA Jetson (L4T): /etc/nv_tegra_release exists, or the device tree says nvidia,tegra*.
+
+    The one Jetson test in kd2trt (:func:`kd2trt.trt.jetson.detect_jetson` asks it too)."""
     if os.path.isfile(release_file):
         return True
     try:

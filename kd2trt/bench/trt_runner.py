@@ -5,11 +5,16 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from kd2trt.bench.runners import RunnerInfo
 from kd2trt.bench.stage import Candidate
+from kd2trt.errors import Kd2trtError
+
+if TYPE_CHECKING:
+    from kd2trt.trt.manifest import EngineManifest
 
 
 class TrtBenchRunner:
@@ -18,11 +23,22 @@ class TrtBenchRunner:
     def __init__(self, engine: Path, info: RunnerInfo, cuda_graphs: bool = False):
         from kd2trt.trt.runner import TrtRunner
 
-        self.runner = TrtRunner(engine, use_cuda_graph=cuda_graphs)
+        # runnable_engines has already checked the bytes against the manifest: hash them once, not twice
+        self.runner = TrtRunner(engine, use_cuda_graph=cuda_graphs, verify_sha256=False)
         self.info = info
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
+        """One batch the profile accepts (the latency harness checks `batch_range` first)."""
         return self.runner.infer(batch)
+
+    def infer_many(self, images: np.ndarray) -> np.ndarray:
+        """Any number of images (the accuracy pass): chunks the profile accepts, a short last one padded."""
+        return self.runner.infer_many(images)
+
+    @property
+    def batch_range(self) -> tuple[int, int]:
+        """The batch sizes the engine's optimisation profile accepts, inclusive."""
+        return self.runner.min_batch, self.runner.max_batch
 
     def time_compute(self, batch: np.ndarray, iterations: int) -> list[float] | None:
         """GPU compute per enqueue (CUDA events, input resident): trtexec's "GPU Compute Time"."""
@@ -32,16 +48,41 @@ class TrtBenchRunner:
         self.runner.close()
 
 
+def runnable_engines(engines: list[Path], trt_version: str, compute_capability: str, gpu_name: str | None,
+                     skipped: list[str]) -> list[tuple[Path, EngineManifest]]:
+    """The engines this TensorRT and GPU can run, with their manifests. Each other one — no manifest, an
+    invalid one, bytes that do not match it, built for another TensorRT or GPU — becomes a `skipped` line
+    saying why, so that one bad engine does not stop the bench. Pure: no TensorRT, no GPU needed."""
+    from kd2trt.trt.manifest import check_runtime_compatible, read_manifest, verify_engine_file
+
+    runnable = []
+    for engine in engines:
+        try:
+            manifest = read_manifest(engine)
+            check_runtime_compatible(manifest, trt_version, compute_capability, engine, running_gpu_name=gpu_name)
+            verify_engine_file(manifest, engine)
+        except Kd2trtError as exc:
+            skipped.append(f"TensorRT engine {engine.name}: {exc}")
+            continue
+        runnable.append((engine, manifest))
+    return runnable
+
+
 def engine_candidates(engines: list[Path], skipped: list[str], cuda_graphs: bool = False) -> Iterator[Candidate]:
+    from kd2trt.trt import cuda_memory
     from kd2trt.trt.capabilities import probe_environment
-    from kd2trt.trt.manifest import read_manifest
 
     caps, reason = probe_environment()
     if caps is None:
         skipped.append(f"TensorRT engines in {engines[0].parent}: {reason}")
         return
-    for engine in engines:
-        manifest = read_manifest(engine)
+    try:
+        device = cuda_memory.device_info(0)
+    except Kd2trtError as exc:  # CudaError
+        skipped.append(f"TensorRT engines in {engines[0].parent}: cannot query the CUDA device ({exc})")
+        return
+    running = caps.version_string or str(caps.version)
+    for engine, manifest in runnable_engines(engines, running, device.compute_capability, device.name, skipped):
         model = engine.name.split("-", 1)[0]
         info = RunnerInfo(model, "tensorrt", manifest.precision, f"cuda ({manifest.gpu_name})", file=str(engine),
                           file_bytes=os.path.getsize(engine))

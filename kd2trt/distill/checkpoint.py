@@ -15,9 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, model_validator
 from torch import nn
 
 from kd2trt import __version__
+from kd2trt.artifacts import load_torch
 from kd2trt.config import DataConfig
 from kd2trt.data import Preprocessing
 from kd2trt.errors import Kd2trtError
@@ -25,6 +27,36 @@ from kd2trt.models import build_model
 
 FORMAT = 1
 ROLES = ("teacher", "student", "baseline")
+_RERUN = "re-run `kd2trt distill` to write it again"
+_REQUIRED = {"data": ("spec", "image_size", "val_fraction", "test_fraction", "split_seed")}
+
+
+class ModelSpec(BaseModel):
+    """The `model` record: what `kd2trt.models.model_spec` writes and `build_model` reads."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    arch: str = Field(min_length=1)
+    in_channels: PositiveInt
+    num_classes: PositiveInt
+    channels: list[PositiveInt] | None = Field(None, min_length=1)
+    blocks: PositiveInt = 1
+    dropout: float = Field(0.0, ge=0, lt=1)
+
+    @model_validator(mode="after")
+    def _cnn_needs_channels(self) -> ModelSpec:
+        if self.arch == "cnn" and self.channels is None:
+            raise ValueError("arch 'cnn' needs channels")
+        return self
+
+
+def _short_errors(error: ValidationError) -> str:
+    parts = []
+    for item in error.errors()[:3]:
+        key = ".".join(str(part) for part in item["loc"])
+        message = item["msg"].removeprefix("Value error, ")
+        parts.append(f"{key}: {message}" if key else message)
+    return "; ".join(parts)
 
 
 def make_checkpoint(role: str, model_spec: dict[str, Any], state_dict: dict[str, torch.Tensor],
@@ -46,12 +78,7 @@ def read_checkpoint(path: str | Path, roles: tuple[str, ...] = ROLES) -> dict[st
     path = Path(path)
     if not path.is_file():
         raise Kd2trtError(f"{path}: checkpoint not found; run `kd2trt distill` first or fix the path")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise Kd2trtError(f"{path}: corrupt or not a PyTorch checkpoint ({reason.split('. ')[0][:120]}); "
-                          "re-run `kd2trt distill` to write it again") from None
+    checkpoint = load_torch(path, _RERUN)
     meta = checkpoint.get("kd2trt") if isinstance(checkpoint, dict) else None
     if not isinstance(meta, dict) or "role" not in meta:
         raise Kd2trtError(f"{path}: not a kd2trt checkpoint (no 'kd2trt' header); pass a teacher.pt, "
@@ -64,7 +91,31 @@ def read_checkpoint(path: str | Path, roles: tuple[str, ...] = ROLES) -> dict[st
     missing = [key for key in ("model", "state_dict", "classes", "data", "preprocessing") if key not in checkpoint]
     if missing:
         raise Kd2trtError(f"{path}: kd2trt checkpoint lacks {', '.join(missing)}; re-run `kd2trt distill`")
+    _check_records(checkpoint, path)
     return checkpoint
+
+
+def _check_records(checkpoint: dict[str, Any], path: Path) -> None:
+    """Every record a later stage reads, checked here where the file is known (not as a KeyError later)."""
+    for key, model in (("model", ModelSpec), ("data", DataConfig), ("preprocessing", Preprocessing)):
+        record = checkpoint[key]
+        if not isinstance(record, dict):
+            raise Kd2trtError(f"{path}: malformed {key!r} record (a {type(record).__name__}, not a mapping); "
+                              f"{_RERUN}")
+        lacking = [name for name in _REQUIRED.get(key, ()) if name not in record]
+        if lacking:  # DataConfig has defaults for these, but a default would rebuild other splits
+            raise Kd2trtError(f"{path}: malformed {key!r} record (lacks {', '.join(lacking)}); {_RERUN}")
+        try:
+            model.model_validate(record)
+        except ValidationError as exc:
+            raise Kd2trtError(f"{path}: malformed {key!r} record ({_short_errors(exc)}); {_RERUN}") from None
+    classes, state = checkpoint["classes"], checkpoint["state_dict"]
+    if not isinstance(classes, list) or not classes or not all(isinstance(name, str) for name in classes):
+        raise Kd2trtError(f"{path}: malformed 'classes' record (expected a non-empty list of class names); {_RERUN}")
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                              for k, v in state.items()):
+        raise Kd2trtError(f"{path}: malformed 'state_dict' record (expected a mapping of names to tensors); "
+                          f"{_RERUN}")
 
 
 def model_from_checkpoint(checkpoint: dict[str, Any], source: str | Path = "<checkpoint>") -> nn.Module:
@@ -83,7 +134,4 @@ def preprocessing_of(checkpoint: dict[str, Any]) -> Preprocessing:
 
 def data_config_of(checkpoint: dict[str, Any]) -> DataConfig:
     """The data spec and split a checkpoint was trained on, to rebuild exactly the same splits."""
-    record = checkpoint["data"]
-    return DataConfig(spec=record["spec"], image_size=record["image_size"], channels=record.get("channels"),
-                      val_fraction=record["val_fraction"], test_fraction=record["test_fraction"],
-                      split_seed=record["split_seed"])
+    return DataConfig.model_validate(checkpoint["data"])

@@ -22,7 +22,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 
-from kd2trt.artifacts import atomic_torch_save, atomic_write_json
+from kd2trt.artifacts import atomic_torch_save, atomic_write_json, load_torch
 from kd2trt.config import TrainConfig
 from kd2trt.distill.distributed import DistContext
 from kd2trt.errors import Kd2trtError
@@ -211,11 +211,7 @@ def _resume_state(stage: Stage, optimizer: torch.optim.Optimizer, scheduler: Any
 
 
 def _read_resume_state(path: Path, config_hash: str) -> dict[str, Any]:
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise Kd2trtError(f"{path}: unreadable resume state ({str(exc)[:120]}); delete it to start the "
-                          "stage afresh") from None
+    state = load_torch(path, "this resume state cannot be used: delete it to start the stage afresh")
     if not isinstance(state, dict) or "config_hash" not in state or "trainable" not in state:
         raise Kd2trtError(f"{path}: not a kd2trt resume state; delete it to start the stage afresh")
     if state["config_hash"] != config_hash:

@@ -24,6 +24,7 @@ The format, as written by TensorRT 8.5-10.x::
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -32,19 +33,23 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
+from typing import Any
 
 from kd2trt.artifacts import atomic_write_bytes
 from kd2trt.errors import Kd2trtError
 
 __all__ = [
     "CALIBRATION_ALGORITHMS",
+    "MANIFEST_KIND",
     "TRT_ALGORITHMS",
     "CalibCacheError",
     "CalibrationCache",
     "TrtVersion",
     "check_compatible",
+    "manifest_path",
     "parse_cache",
     "read_cache",
+    "read_cache_manifest",
     "resolve_algorithm",
     "write_cache",
 ]
@@ -387,6 +392,53 @@ def read_cache(path: str | os.PathLike[str]) -> CalibrationCache:
             "instead of a calibration cache?"
         ) from None
     return parse_cache(text, source=str(path))
+
+
+#: The ``kind`` of the JSON manifest `kd2trt export` writes beside each cache (``<cache>.json``).
+MANIFEST_KIND = "kd2trt calibration cache"
+_SHA256_RE = re.compile(r"[0-9a-f]{64}")
+
+
+def manifest_path(cache_path: str | os.PathLike[str]) -> Path:
+    """Where the manifest of a cache lives: ``student.calib-trt10.3.0.cache`` -> ``….cache.json``."""
+    cache_path = Path(cache_path)
+    return cache_path.with_name(cache_path.name + ".json")
+
+
+def read_cache_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a cache's JSON manifest; anything unreadable or malformed is a one-line error naming the file.
+
+    Checked: UTF-8 JSON, an object of kind :data:`MANIFEST_KIND`, a sha256 hex ``source_onnx_sha256`` (what
+    the cache is checked against) and an object ``calibration`` record (carried forward when it is reused).
+    """
+    path = Path(path)
+    fix = "restore the .json written with the cache, re-run `kd2trt export --int8`, or pass --force"
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise CalibCacheError(f"{path}: calibration-cache manifest not found; {fix}") from None
+    except IsADirectoryError:
+        raise CalibCacheError(f"{path}: is a directory, not a calibration-cache manifest; {fix}") from None
+    except OSError as exc:
+        raise CalibCacheError(f"cannot read calibration-cache manifest {path}: {exc.strerror or exc}") from None
+    try:
+        manifest = json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise CalibCacheError(f"{path}: not UTF-8 text (byte {exc.start}), so not a calibration-cache manifest; "
+                              f"{fix}") from None
+    except json.JSONDecodeError as exc:
+        raise CalibCacheError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg}); {fix}") from None
+    if not isinstance(manifest, dict) or manifest.get("kind") != MANIFEST_KIND:
+        found = f"a JSON {type(manifest).__name__}" if not isinstance(manifest, dict) else \
+            f"kind {manifest.get('kind')!r}"
+        raise CalibCacheError(f"{path}: not a calibration-cache manifest (expected a JSON object with kind "
+                              f"{MANIFEST_KIND!r}, found {found}); {fix}")
+    sha = manifest.get("source_onnx_sha256")
+    if not isinstance(sha, str) or _SHA256_RE.fullmatch(sha) is None:
+        raise CalibCacheError(f"{path}: 'source_onnx_sha256' is {sha!r}, not a sha256 hex digest; {fix}")
+    if not isinstance(manifest.get("calibration"), dict):
+        raise CalibCacheError(f"{path}: 'calibration' record is missing or not an object; {fix}")
+    return manifest
 
 
 def write_cache(cache: CalibrationCache, path: str | os.PathLike[str]) -> None:

@@ -44,10 +44,10 @@ class CalibrationSet:
     def sha256(self) -> str:
         return hashlib.sha256(np.ascontiguousarray(self.images).tobytes()).hexdigest()
 
-    def batches(self, max_batch: int) -> list[np.ndarray]:
-        """Equal-size batches (the largest divisor of N up to `max_batch`): ONNX Runtime's histogram
-        calibrators stack per-batch arrays and fail on a ragged last batch."""
-        size = next(b for b in range(min(max_batch, len(self.images)), 0, -1) if len(self.images) % b == 0)
+    def batches(self, size: int) -> list[np.ndarray]:
+        """Consecutive chunks of `size` images; the last one holds the remainder (ragged)."""
+        if size < 1:
+            raise Kd2trtError(f"calibration batch size must be a positive integer, got {size}")
         return [self.images[i:i + size] for i in range(0, len(self.images), size)]
 
 
@@ -106,7 +106,11 @@ def collect_ranges(onnx_path: Path, calibration: CalibrationSet, method: str, ba
     with tempfile.TemporaryDirectory(prefix="kd2trt-calib-") as tmp, runtime.quiet():
         calibrator = create_calibrator(Path(onnx_path), None, augmented_model_path=str(Path(tmp) / "augmented.onnx"),
                                        calibrate_method=METHODS[method], extra_options=_EXTRA_OPTIONS[method])
-        calibrator.collect_data(_Reader(input_name, calibration.batches(batch_size)))
+        # One collect_data call per chunk: within a call ONNX Runtime's histogram calibrators stack the
+        # per-batch outputs into one array (a ragged last batch breaks that), while across calls they merge
+        # what they have collected (histograms widened as needed, min/max combined), so any count works.
+        for chunk in calibration.batches(batch_size):
+            calibrator.collect_data(_Reader(input_name, [chunk]))
         ranges = calibrator.compute_data()
     return ranges
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import io
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import onnx
@@ -26,8 +27,14 @@ OUTPUT_NAME = "logits"
 DEFAULT_OPSET = 17  # the highest opset TensorRT 8.5 parses (kd2trt.onnx.trt_ops.max_opset_for)
 
 
-def export_onnx(model: nn.Module, example: torch.Tensor, path: str | Path, opset: int = DEFAULT_OPSET) -> Path:
-    """Export `model` (eval mode, on the CPU) with a dynamic batch axis; run the full ONNX checker."""
+def export_onnx(model: nn.Module, example: torch.Tensor, path: str | Path, opset: int = DEFAULT_OPSET,
+                validate: Callable[[Path], None] | None = None) -> Path:
+    """Export `model` (eval mode, on the CPU) with a dynamic batch axis; run the full ONNX checker.
+
+    `validate(tmp)` runs on the checked file before it is renamed to `path` (it may also rewrite it, e.g.
+    simplify it): when it raises, nothing is left at `path`, so no later stage can pick up a graph that
+    failed its checks.
+    """
     if not 7 <= opset <= 23:
         raise Kd2trtError(f"--opset {opset}: the TorchScript exporter writes opsets 7-23; "
                           f"use {DEFAULT_OPSET} to cover TensorRT 8.5-11.x")
@@ -43,6 +50,8 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: str | Path, opset
                 do_constant_folding=True,
             )
         check_onnx(tmp, display=path)
+        if validate is not None:
+            validate(tmp)
     return path
 
 

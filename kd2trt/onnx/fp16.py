@@ -8,6 +8,7 @@ onnxruntime-gpu over onnxruntime as `nvidia-modelopt[onnx]` does.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import onnx
@@ -25,8 +26,12 @@ SENSITIVE_OPS = [
 ]
 
 
-def convert_fp16(onnx_path: Path, output_path: Path) -> Path:
-    """Write the FP16 version of `onnx_path` (FP32 I/O); checked by the ONNX checker."""
+def convert_fp16(onnx_path: Path, output_path: Path, validate: Callable[[Path], None] | None = None) -> Path:
+    """Write the FP16 version of `onnx_path` (FP32 I/O); checked by the ONNX checker.
+
+    `validate(tmp)` (a parity check) runs before the file is renamed to `output_path`: when it raises,
+    nothing is left there.
+    """
     model = onnx.load(str(onnx_path))
     converted = convert_float_to_float16(model, keep_io_types=True,
                                          op_block_list=sorted(set(DEFAULT_OP_BLOCK_LIST) | set(SENSITIVE_OPS)))
@@ -37,4 +42,6 @@ def convert_fp16(onnx_path: Path, output_path: Path) -> Path:
     with atomic_path(output_path) as tmp:
         onnx.save(converted, str(tmp))
         check_onnx(tmp, display=output_path)
+        if validate is not None:
+            validate(tmp)
     return output_path

@@ -3,14 +3,14 @@
 Everything here runs on a machine with no GPU and no TensorRT. The outputs are what a TensorRT
 builder on any target needs: the FP32 ONNX (TensorRT ≤ 10.x with builder flags), the FP16 cast graph
 and the Q/DQ graph (TensorRT 11's strongly typed builds), and calibration caches (implicit INT8 on
-TensorRT ≤ 10.x, reusable on a Jetson that has no data). Each INT8 artifact carries a JSON manifest
-so that a cache cannot silently be used with another ONNX or another TensorRT.
+TensorRT ≤ 10.x, reusable on a Jetson that has no data). Each cache carries a JSON manifest naming the
+ONNX it was calibrated for and how, so that a cache cannot silently be reused with another ONNX; its
+header names the one TensorRT release that will read it.
 """
 
 from __future__ import annotations
 
 import functools
-import json
 import platform
 import time
 from dataclasses import dataclass, field
@@ -22,6 +22,7 @@ import onnx
 import onnxruntime
 import torch
 from rich.console import Console
+from rich.markup import escape
 from torch import nn
 
 from kd2trt import __version__
@@ -31,22 +32,30 @@ from kd2trt.data import DataSplits, Preprocessing, load_data
 from kd2trt.distill.checkpoint import data_config_of, model_from_checkpoint, preprocessing_of, read_checkpoint
 from kd2trt.errors import Kd2trtError
 from kd2trt.onnx import calibration, runtime
-from kd2trt.onnx.calib_cache import CalibrationCache, TrtVersion, read_cache, resolve_algorithm, write_cache
+from kd2trt.onnx.calib_cache import (
+    MANIFEST_KIND,
+    CalibCacheError,
+    CalibrationCache,
+    TrtVersion,
+    manifest_path,
+    read_cache,
+    read_cache_manifest,
+    resolve_algorithm,
+    write_cache,
+)
 from kd2trt.onnx.export import check_onnx, export_onnx, opset_of
 from kd2trt.onnx.fp16 import convert_fp16
-from kd2trt.onnx.parity import compare, require
+from kd2trt.onnx.parity import Parity, compare, require
 from kd2trt.onnx.qdq import quantize_qdq
-from kd2trt.onnx.trt_ops import preflight, resolve_line
+from kd2trt.onnx.targets import parse_target
+from kd2trt.onnx.trt_ops import preflight
 
 PARITY_IMAGES = 512
-# A cache header carries the full version and TensorRT ignores a cache whose header differs even in the
-# patch number, so a short target names the release JetPack ships: `8.5` must mean 8.5.2 (JetPack 5.1.x),
-# not 8.5.0. Other short forms (10.14, 11.0) mean .0; give the full version of an x86 install.
-JETPACK_TRT_RELEASES = {"8.5": "8.5.2", "8.6": "8.6.2", "10.3": "10.3.0"}
 
 
 def target_version(text: str) -> TrtVersion:
-    return TrtVersion.parse(JETPACK_TRT_RELEASES.get(text.strip(), text))
+    """The release a target's calibration cache is written for (`8.5` -> 8.5.2); see kd2trt.onnx.targets."""
+    return parse_target(text).version
 
 
 @dataclass
@@ -126,17 +135,22 @@ def _timed(timings: dict[str, float], key: str, started: float) -> None:
 
 
 def export_fp32(run: ExportRun, model: nn.Module, role: str, timings: dict[str, float]) -> dict[str, Any]:
-    """ONNX export → checker → parity gate → onnxslim → parity gate again."""
+    """ONNX export → checker → parity gate → onnxslim → parity gate again, all before the file is renamed
+    to its final path: a graph that fails a gate is never left where bench or the engine build would find it."""
     started = time.perf_counter()
     onnx_path = run.path(".onnx", role)
     val_images, _ = run.split_images("val", PARITY_IMAGES)
     reference = torch_logits(model, val_images)
-    export_onnx(model, torch.from_numpy(val_images[:2]), onnx_path, run.config.opset)
-    parity = require(compare(reference, ort_logits(onnx_path, val_images)), f"{onnx_path} (ONNX Runtime)",
-                     run.config.parity_atol)
-    record: dict[str, Any] = {"path": str(onnx_path), "parity": parity.as_dict(), "simplified": False}
-    if run.config.simplify:
-        record.update(_simplify(onnx_path, reference, val_images, run.config.parity_atol))
+    atol = run.config.parity_atol
+    record: dict[str, Any] = {"path": str(onnx_path), "simplified": False}
+
+    def gates(tmp: Path) -> None:
+        parity = require(compare(reference, ort_logits(tmp, val_images)), f"{onnx_path} (ONNX Runtime)", atol)
+        record["parity"] = parity.as_dict()
+        if run.config.simplify:
+            record.update(_simplify(tmp, reference, val_images, atol, display=onnx_path))
+
+    export_onnx(model, torch.from_numpy(val_images[:2]), onnx_path, run.config.opset, validate=gates)
     model_proto = check_onnx(onnx_path)
     record.update(opset=opset_of(model_proto), nodes=len(model_proto.graph.node), sha256=sha256_file(onnx_path),
                   input=[i.name for i in model_proto.graph.input], output=[o.name for o in model_proto.graph.output])
@@ -144,15 +158,18 @@ def export_fp32(run: ExportRun, model: nn.Module, role: str, timings: dict[str, 
     return record
 
 
-def _simplify(onnx_path: Path, reference: np.ndarray, images: np.ndarray, atol: float) -> dict[str, Any]:
+def _simplify(onnx_path: Path, reference: np.ndarray, images: np.ndarray, atol: float,
+              display: Path | None = None) -> dict[str, Any]:
+    """onnxslim `onnx_path` in place, replacing it only when the slimmed graph passes the checker and parity."""
     import onnxslim
 
+    name = display or onnx_path
     before = len(onnx.load(str(onnx_path)).graph.node)
     slimmed = onnxslim.slim(str(onnx_path))
     with atomic_path(onnx_path) as tmp:
         onnx.save(slimmed, str(tmp))
-        check_onnx(tmp, display=onnx_path)
-        parity = require(compare(reference, ort_logits(tmp, images)), f"{onnx_path} after onnxslim", atol)
+        check_onnx(tmp, display=name)
+        parity = require(compare(reference, ort_logits(tmp, images)), f"{name} after onnxslim", atol)
     return {"simplified": True, "nodes_before_simplify": before, "parity": parity.as_dict()}
 
 
@@ -161,7 +178,7 @@ def run_preflight(run: ExportRun, onnx_path: Path) -> dict[str, Any]:
     model = onnx.load(str(onnx_path))
     results = {}
     for version in run.config.trt_versions:
-        report = preflight(model, resolve_line(version).line)
+        report = preflight(model, parse_target(version).line)
         results[version] = {"ok": report.ok, "unsupported": report.unsupported,
                             "opset_too_new": report.opset_too_new}
         if not report.ok:
@@ -172,10 +189,16 @@ def run_preflight(run: ExportRun, onnx_path: Path) -> dict[str, Any]:
 def export_fp16(run: ExportRun, fp32_path: Path, timings: dict[str, float]) -> dict[str, Any]:
     started = time.perf_counter()
     fp16_path = run.path(".fp16.onnx")
-    convert_fp16(fp32_path, fp16_path)
     val_images, _ = run.split_images("val", PARITY_IMAGES)
-    parity = require(compare(ort_logits(fp32_path, val_images), ort_logits(fp16_path, val_images)),
-                     f"{fp16_path} vs FP32", run.config.fp16_atol, min_agreement=99.0)
+    reference = ort_logits(fp32_path, val_images)
+    checked: list[Parity] = []
+
+    def gate(tmp: Path) -> None:  # before the rename: a failed gate leaves no student.fp16.onnx behind
+        checked.append(require(compare(reference, ort_logits(tmp, val_images)), f"{fp16_path} vs FP32",
+                               run.config.fp16_atol, min_agreement=99.0))
+
+    convert_fp16(fp32_path, fp16_path, validate=gate)
+    parity = checked[-1]
     _timed(timings, "fp16_seconds", started)
     return {"path": str(fp16_path), "sha256": sha256_file(fp16_path), "parity_vs_fp32": parity.as_dict()}
 
@@ -186,7 +209,8 @@ def export_int8(run: ExportRun, fp32_path: Path, onnx_sha: str, timings: dict[st
     method = run.config.calib_method
     if run.request.calib_cache is not None:
         amax, calib_record = _reused_cache(run, onnx_sha)
-        ranges = calibration.ranges_from_amax(amax, method)
+        recorded = calib_record.get("method")
+        ranges = calibration.ranges_from_amax(amax, recorded if recorded in calibration.METHODS else method)
     else:
         calib_set = calibration_set(run)
         ranges = calibration.collect_ranges(fp32_path, calib_set, method)
@@ -204,11 +228,11 @@ def export_int8(run: ExportRun, fp32_path: Path, onnx_sha: str, timings: dict[st
         cache = CalibrationCache.from_amax(amax, version, resolve_algorithm(method))
         cache_path = run.path(f".calib-trt{version}.cache")
         write_cache(cache, cache_path)
-        manifest = {"kind": "kd2trt calibration cache", "cache": cache_path.name, "header": cache.header,
+        manifest = {"kind": MANIFEST_KIND, "cache": cache_path.name, "header": cache.header,
                     "trt_version": str(version), "algorithm": cache.algorithm, "tensors": len(cache.scales),
                     "source_onnx": fp32_path.name, "source_onnx_sha256": onnx_sha, "calibration": calib_record,
                     "preprocessing": run.checkpoint["preprocessing"], "tools": tool_versions()}
-        atomic_write_json(cache_path.with_name(cache_path.name + ".json"), manifest)
+        atomic_write_json(manifest_path(cache_path), manifest)
         caches.append({"path": str(cache_path), "header": cache.header, "sha256": sha256_file(cache_path)})
     started = time.perf_counter()
     qdq_path = quantize_qdq(fp32_path, run.path(".int8.onnx"), ranges)
@@ -228,29 +252,38 @@ def calibration_set(run: ExportRun) -> calibration.CalibrationSet:
 
 
 def _reused_cache(run: ExportRun, onnx_sha: str) -> tuple[dict[str, float], dict[str, Any]]:
-    """A cache written earlier: checked against this ONNX and the target TensorRT unless --force."""
+    """A cache written earlier, checked against this ONNX unless --force; its calibration record carried on.
+
+    Its TensorRT version need not be a target: the ranges do not depend on the TensorRT release, and
+    `export_int8` writes them under each target's own header, which is all TensorRT compares.
+    """
     path = run.request.calib_cache
     assert path is not None
     cache = read_cache(path)
-    manifest_path = path.with_name(path.name + ".json")
-    if not run.request.force:
-        if not manifest_path.is_file():
-            raise Kd2trtError(f"{path}: no manifest ({manifest_path.name}) beside it, so it cannot be checked "
-                              "against this ONNX; copy the .json written with it, or pass --force")
-        manifest = json.loads(manifest_path.read_text())
-        calibrated_for = str(manifest.get("source_onnx_sha256", "?"))
+    manifest_file = manifest_path(path)
+    manifest: dict[str, Any] | None = None
+    if manifest_file.exists():
+        try:
+            manifest = read_cache_manifest(manifest_file)
+        except CalibCacheError as exc:
+            if not run.request.force:
+                raise
+            run.console.print(f"[yellow]warning:[/] {escape(str(exc))} — used anyway (--force)", highlight=False)
+    elif not run.request.force:
+        raise Kd2trtError(f"{path}: no manifest ({manifest_file.name}) beside it, so it cannot be checked "
+                          "against this ONNX; copy the .json written with it, or pass --force")
+    if manifest is not None and not run.request.force:
+        calibrated_for = manifest["source_onnx_sha256"]
         if calibrated_for != onnx_sha:
             raise Kd2trtError(f"{path}: was calibrated for another ONNX (sha256 {calibrated_for[:12]}…, this one "
                               f"{onnx_sha[:12]}…); its scales would be wrong — recalibrate with "
                               "`kd2trt export --int8` on the host, or pass --force")
-        if cache.version not in run.targets:
-            wanted = ", ".join(str(v) for v in run.targets)
-            raise Kd2trtError(f"{path}: header {cache.header} is for TensorRT {cache.version}, the target is "
-                              f"{wanted}; TensorRT would silently ignore it and recalibrate — pass "
-                              f"--trt-version {cache.version}, re-export for {wanted}, or pass --force")
-    amax = cache.amaxes()
-    return amax, {"method": run.config.calib_method, "source": f"reused cache {path}", "images": 0,
-                  "header": cache.header}
+    if manifest is not None:
+        record = {**manifest["calibration"], "reused_from": str(path)}
+    else:  # --force without a manifest: where the ranges came from is unknown
+        record = {"method": None, "source": f"unknown (reused cache {path} has no manifest)", "images": None,
+                  "reused_from": str(path)}
+    return cache.amaxes(), record
 
 
 def int8_preview(run: ExportRun, fp32: Path, fp16: Path | None, qdq: Path | None, model: nn.Module
@@ -308,7 +341,9 @@ def run_export(request: ExportRequest, config: ExportConfig, console: Console | 
         qdq_path = Path(summary["int8"]["qdq_onnx"]["path"])
         for cache in summary["int8"]["caches"]:
             console.print(f"INT8      {cache['path']}  ({cache['header']}, {summary['int8']['tensors']} tensors)")
-        console.print(f"INT8      {qdq_path}  (Q/DQ, calibrated on {summary['int8']['calibration']['source']})")
+        calibrated = summary["int8"]["calibration"]
+        reused = f", reused from {calibrated['reused_from']}" if "reused_from" in calibrated else ""
+        console.print(f"INT8      {qdq_path}  (Q/DQ, calibrated on {calibrated['source']}{reused})")
     summary["preview"] = int8_preview(run, fp32_path, fp16_path, qdq_path, model)
     summary["timings"] = {**timings, "total_seconds": round(time.perf_counter() - started, 3)}
     summary["tools"] = tool_versions()

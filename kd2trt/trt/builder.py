@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -44,12 +43,15 @@ from typing import Any
 
 from kd2trt.artifacts import atomic_path, atomic_write_bytes, atomic_write_text, sha256_file
 from kd2trt.errors import Kd2trtError
+from kd2trt.trt.calibrator import raise_calibration_error
 from kd2trt.trt.capabilities import TrtCapabilities
 from kd2trt.trt.manifest import (
     BuildOptions,
     EngineManifest,
     JetsonRecord,
     PlanRecord,
+    _slug,
+    _trt_short,
     write_manifest,
 )
 from kd2trt.trt.plan import PrecisionPlan
@@ -61,6 +63,7 @@ __all__ = [
     "build_engine",
     "default_workspace_mb",
     "format_parser_errors",
+    "read_timing_cache",
     "resolve_profile",
     "timing_cache_filename",
     "validate_build_options",
@@ -79,10 +82,21 @@ def default_workspace_mb(on_jetson: bool) -> int:
 
 def timing_cache_filename(gpu_name: str, cc: str, trt_version: str) -> str:
     """One timing cache per GPU model, compute capability and TensorRT version (tactic timings are all three)."""
-    from kd2trt.onnx.calib_cache import TrtVersion
+    return f"timing-{_slug(gpu_name or 'gpu')}-sm{cc.replace('.', '')}-trt{_trt_short(trt_version)}.cache"
 
-    gpu = re.sub(r"[^A-Za-z0-9._-]+", "-", gpu_name.strip()).strip("-") or "gpu"
-    return f"timing-{gpu}-sm{cc.replace('.', '')}-trt{TrtVersion.parse(str(trt_version))}.cache"
+
+def read_timing_cache(path: Path) -> bytes:
+    """A saved timing cache's bytes; ``b""`` (start a new cache) when there is none or it cannot be read.
+
+    The timing cache only speeds builds up, so an unreadable file is a warning, never a failed build.
+    """
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return b""
+    except OSError as exc:
+        log.warning("cannot read timing cache %s (%s); starting a new one", path, exc.strerror or exc)
+        return b""
 
 
 # --------------------------------------------------------------------------------------------- profile
@@ -416,7 +430,7 @@ def build_engine(
     if timing_cache_dir is not None:
         timing_file = Path(timing_cache_dir) / timing_cache_filename(device.name, device.compute_capability,
                                                                      caps.version_string or str(caps.version))
-        blob = timing_file.read_bytes() if timing_file.is_file() else b""
+        blob = read_timing_cache(timing_file)
         timing_loaded = _attach_timing_cache(config, blob)
         if blob and not timing_loaded:
             log.warning("timing cache %s was not accepted by TensorRT %s; starting a new one", timing_file,
@@ -430,11 +444,7 @@ def build_engine(
         if hasattr(calibrator, "free"):
             calibrator.free()  # its device buffer; calibrators are single-use
     build_seconds = time.perf_counter() - started
-    error = getattr(calibrator, "error", None)
-    if error is not None:
-        if isinstance(error, Kd2trtError):
-            raise error
-        raise Kd2trtError(f"INT8 calibration failed: {type(error).__name__}: {error}") from error
+    raise_calibration_error(getattr(calibrator, "error", None))
     if serialized is None:
         last = logger.errors[-1] if logger.errors else "no error was logged"
         hint = (f"the workspace ({workspace} MiB) may be too small (raise it), or the device ran out of memory"
@@ -448,8 +458,11 @@ def build_engine(
     if layer_info_file is not None:
         atomic_write_text(layer_info_file, _layer_information(trt, logger, serialized, version_compatible))
     if timing_file is not None:
-        timing_file.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(timing_file, bytes(memoryview(config.get_timing_cache().serialize())))
+        try:
+            atomic_write_bytes(timing_file, bytes(memoryview(config.get_timing_cache().serialize())))
+        except OSError as exc:  # the engine is built; the cache only speeds up the next build
+            log.warning("cannot save timing cache %s (%s); the next build starts without it", timing_file,
+                        exc.strerror or exc)
 
     calib_file = getattr(calibrator, "cache_path", None) if plan.use_calibrator else None
     calib_file = Path(calib_file) if calib_file is not None and Path(calib_file).is_file() else None

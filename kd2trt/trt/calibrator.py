@@ -14,10 +14,13 @@ and the factory says so.
 * ``get_batch`` streams fixed-size NCHW float32 batches (:class:`BatchStream`) to one device buffer
   (:mod:`kd2trt.trt.cuda_memory`).
 * ``write_calibration_cache`` writes atomically, so an interrupted build never leaves a truncated cache that
-  the next build would half-trust.
+  the next build would half-trust -- and writes nothing at all when ``get_batch`` failed part way, since
+  TensorRT then finishes calibration on a partial set.
 
 Exceptions raised inside these callbacks would cross TensorRT's C++ boundary; they are caught, kept in
-``calibrator.error`` and re-raised by the builder after ``build_serialized_network`` returns.
+``calibrator.error`` and re-raised by the builder (:func:`raise_calibration_error`) after
+``build_serialized_network`` returns. The callbacks' logic lives in :class:`CalibrationState`, which needs no
+TensorRT, so it is tested on CPU.
 
 Python calling convention (NVIDIA's samples, ``samples/python/efficientdet/build_engine.py``,
 ``int8_caffe_mnist/calibrator.py``): ``get_batch(names)`` returns a list of device pointers (ints) or
@@ -44,10 +47,9 @@ from kd2trt.onnx.calib_cache import (
     TrtVersion,
     check_compatible,
     parse_cache,
-    read_cache,
 )
 
-__all__ = ["CALIBRATOR_CLASSES", "BatchStream", "make_calibrator"]
+__all__ = ["CALIBRATOR_CLASSES", "BatchStream", "CalibrationState", "make_calibrator", "raise_calibration_error"]
 
 log = logging.getLogger(__name__)
 
@@ -130,8 +132,21 @@ class BatchStream:
 
 
 def _load_cache_bytes(cache_path: Path, version: TrtVersion, algorithm: str, force: bool) -> bytes:
-    """The cache file as TensorRT will read it, after the header check (see the module notes)."""
-    cache = read_cache(cache_path)
+    """The cache file as TensorRT will read it, after the header check (see the module notes).
+
+    The file is read once: the bytes that were checked are the bytes handed to TensorRT.
+    """
+    try:
+        data = cache_path.read_bytes()
+    except OSError as exc:
+        raise CalibCacheError(f"cannot read calibration cache {cache_path}: {exc.strerror or exc}; fix its "
+                              "permissions or pass another cache") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise CalibCacheError(f"{cache_path} is not UTF-8 text (byte {exc.start}); is it a TensorRT engine or other "
+                              "binary file instead of a calibration cache?") from None
+    cache = parse_cache(text, source=str(cache_path))
     try:
         check_compatible(cache, version, algorithm, source=cache_path)
     except CalibCacheError:
@@ -143,7 +158,99 @@ def _load_cache_bytes(cache_path: Path, version: TrtVersion, algorithm: str, for
                     cache_path, cache.header, version)
         cache = dataclasses.replace(cache, version=version, algorithm=algorithm)
         return cache.to_text().encode("utf-8")
-    return cache_path.read_bytes()
+    return data
+
+
+class CalibrationState:
+    """Everything the calibrator does apart from being a TensorRT object; needs no TensorRT.
+
+    :func:`make_calibrator`'s ``trt`` subclass forwards TensorRT's callbacks here. Every exception is caught
+    and kept in :attr:`error` (it must not cross TensorRT's C++ boundary) and is re-raised by
+    :func:`raise_calibration_error` once ``build_serialized_network`` has returned. After an error, no more
+    batches are handed out and the cache is **not** written: TensorRT ends calibration on whatever batches it
+    got, and a cache computed from that partial set would be reused silently by every later build.
+    """
+
+    def __init__(self, cache_path: Path, input_name: str, batch_size: int, stream: BatchStream | None,
+                 cache_bytes: bytes | None) -> None:
+        self.cache_path = cache_path
+        self.input_name = input_name
+        self.batch_size = int(batch_size)
+        self.stream = stream
+        self.error: BaseException | None = None
+        self.cache_written = False
+        self._cache_bytes = cache_bytes
+        self._iterator: Iterator[np.ndarray] | None = None
+        self._device: Any = None
+
+    def next_batch(self, names: list[str]) -> list[int] | None:
+        """``get_batch``: the device pointer of the next batch, or ``None`` when done or after an error."""
+        if self.error is not None:
+            return None
+        try:
+            if self.stream is None:
+                raise Kd2trtError(f"TensorRT asked for calibration data but none was given and the cache "
+                                  f"{self.cache_path} was not accepted")
+            if list(names) != [self.input_name]:
+                raise Kd2trtError(f"TensorRT asked for calibration inputs {list(names)}; kd2trt feeds one "
+                                  f"input, {self.input_name!r} — pass the model's input name")
+            if self._iterator is None:
+                self._iterator = iter(self.stream)
+            batch = next(self._iterator, None)
+            if batch is None:
+                log.info("calibration: %d images in %d batches (%d dropped, %d padded)", self.stream.samples,
+                         self.stream.batches, self.stream.dropped, self.stream.padded)
+                return None
+            from kd2trt.trt import cuda_memory
+
+            if self._device is None:
+                self._device = cuda_memory.DeviceBuffer(batch.nbytes)
+            cuda_memory.memcpy_htod(self._device, batch)
+            return [self._device.ptr]
+        except BaseException as exc:  # must not cross into TensorRT's C++; see raise_calibration_error
+            self.error = exc
+            return None
+
+    def read_cache(self) -> bytes | None:
+        """``read_calibration_cache``: the checked cache's bytes, or ``None`` (calibrate from data)."""
+        return self._cache_bytes
+
+    def write_cache(self, cache: Any) -> None:
+        """``write_calibration_cache``: write TensorRT's cache atomically -- unless calibration failed."""
+        if self.error is not None:
+            log.warning("calibration failed (%s: %s); %s not written, since TensorRT calibrated on a partial set",
+                        type(self.error).__name__, self.error, self.cache_path)
+            return
+        try:
+            data = bytes(cache)
+            try:  # kd2trt reads these files back strictly; say so now if TensorRT wrote something new
+                parse_cache(data.decode("utf-8"), source=f"the cache TensorRT wrote to {self.cache_path}")
+            except (CalibCacheError, UnicodeDecodeError) as exc:
+                log.warning("%s; kept as TensorRT wrote it", exc)
+            atomic_write_bytes(self.cache_path, data)
+            self.cache_written = True
+            log.info("wrote calibration cache %s", self.cache_path)
+        except BaseException as exc:  # must not cross into TensorRT's C++
+            self.error = exc
+
+    def free(self) -> None:
+        if self._device is not None:
+            self._device.free()
+            self._device = None
+
+
+def raise_calibration_error(error: BaseException | None) -> None:
+    """Re-raise what a calibrator callback caught, once TensorRT has returned; nothing if ``error`` is None.
+
+    A :class:`Kd2trtError` is raised as it is; so is a ``BaseException`` that is not an ``Exception``
+    (``KeyboardInterrupt``, ``SystemExit``), which must stop the program rather than become a message. Any
+    other exception becomes a one-line :class:`Kd2trtError`.
+    """
+    if error is None:
+        return
+    if isinstance(error, Kd2trtError) or not isinstance(error, Exception):
+        raise error
+    raise Kd2trtError(f"INT8 calibration failed: {type(error).__name__}: {error}") from error
 
 
 def make_calibrator(
@@ -183,74 +290,54 @@ def make_calibrator(
         raise Kd2trtError(f"no calibration cache at {cache_path} and no calibration data: run "
                           f"`kd2trt export <checkpoint> --int8 --trt-version {version}` on the host with the data "
                           "and copy the cache here, or pass calibration images")
-    elif not cache_path.parent.is_dir():
-        raise Kd2trtError(f"cannot write the calibration cache to {cache_path}: directory {cache_path.parent} "
-                          "does not exist")
     stream = BatchStream(batches, batch_size, input_chw, last_batch) if batches is not None else None
+    state = CalibrationState(cache_path, input_name, batch_size, stream, cache_bytes)
 
     class Kd2trtCalibrator(base):  # type: ignore[misc, valid-type]
-        """kd2trt's calibrator; see :mod:`kd2trt.trt.calibrator`."""
+        """kd2trt's calibrator: TensorRT's callbacks, forwarded to :class:`CalibrationState`."""
 
         def __init__(self) -> None:
             base.__init__(self)  # pybind11 trampolines need the explicit base __init__
             self.algorithm = algorithm
-            self.cache_path = cache_path
-            self.input_name = input_name
-            self.batch_size = int(batch_size)
-            self.stream = stream
-            self.error: BaseException | None = None
-            self.cache_written = False
-            self._cache_bytes = cache_bytes
-            self._iterator: Iterator[np.ndarray] | None = None
-            self._device: Any = None
+            self.state = state
+
+        @property
+        def cache_path(self) -> Path:
+            return self.state.cache_path
+
+        @property
+        def input_name(self) -> str:
+            return self.state.input_name
+
+        @property
+        def batch_size(self) -> int:
+            return self.state.batch_size
+
+        @property
+        def stream(self) -> BatchStream | None:
+            return self.state.stream
+
+        @property
+        def error(self) -> BaseException | None:
+            return self.state.error
+
+        @property
+        def cache_written(self) -> bool:
+            return self.state.cache_written
 
         def get_batch_size(self) -> int:
-            return self.batch_size
+            return self.state.batch_size
 
         def get_batch(self, names: list[str], *_: Any) -> list[int] | None:
-            try:
-                if self.stream is None:
-                    raise Kd2trtError(f"TensorRT asked for calibration data but none was given and the cache "
-                                      f"{self.cache_path} was not accepted")
-                if list(names) != [self.input_name]:
-                    raise Kd2trtError(f"TensorRT asked for calibration inputs {list(names)}; kd2trt feeds one "
-                                      f"input, {self.input_name!r} — pass the model's input name")
-                if self._iterator is None:
-                    self._iterator = iter(self.stream)
-                batch = next(self._iterator, None)
-                if batch is None:
-                    log.info("calibration: %d images in %d batches (%d dropped, %d padded)", self.stream.samples,
-                             self.stream.batches, self.stream.dropped, self.stream.padded)
-                    return None
-                from kd2trt.trt import cuda_memory
-
-                if self._device is None:
-                    self._device = cuda_memory.DeviceBuffer(batch.nbytes)
-                cuda_memory.memcpy_htod(self._device, batch)
-                return [self._device.ptr]
-            except BaseException as exc:  # must not cross into TensorRT's C++
-                self.error = exc
-                return None
+            return self.state.next_batch(names)
 
         def read_calibration_cache(self, *_: Any) -> bytes | None:
-            return self._cache_bytes
+            return self.state.read_cache()
 
         def write_calibration_cache(self, cache: Any) -> None:
-            try:
-                data = bytes(cache)
-                try:  # kd2trt reads these files back strictly; say so now if TensorRT wrote something new
-                    parse_cache(data.decode("utf-8"), source=f"the cache TensorRT wrote to {self.cache_path}")
-                except (CalibCacheError, UnicodeDecodeError) as exc:
-                    log.warning("%s; kept as TensorRT wrote it", exc)
-                atomic_write_bytes(self.cache_path, data)
-                self.cache_written = True
-                log.info("wrote calibration cache %s", self.cache_path)
-            except BaseException as exc:
-                self.error = exc
+            self.state.write_cache(cache)
 
         def free(self) -> None:
-            if self._device is not None:
-                self._device.free()
-                self._device = None
+            self.state.free()
 
     return Kd2trtCalibrator()

@@ -40,7 +40,6 @@ class TrtCapabilities:
     version_string: str = ""
     weak_typing: bool = True  # BuilderFlag.FP16 / BuilderFlag.INT8 exist (<= 10.x)
     has_calibrator: bool = True  # IInt8EntropyCalibrator2 and IBuilderConfig.int8_calibrator exist (<= 10.x)
-    has_minmax_calibrator: bool = True
     strongly_typed_flag: bool = False  # NetworkDefinitionCreationFlag.STRONGLY_TYPED exists (>= 9.x)
     explicit_batch_flag_needed: bool = False  # 8.x: networks must be created EXPLICIT_BATCH
     version_compatible: bool = False  # BuilderFlag.VERSION_COMPATIBLE (>= 8.6)
@@ -97,7 +96,6 @@ def probe(trt: Any, builder: Any = None) -> TrtCapabilities:
         version_string=version_string,
         weak_typing=weak_typing,
         has_calibrator=has_calibrator,
-        has_minmax_calibrator=hasattr(trt, "IInt8MinMaxCalibrator") and has_calibrator,
         strongly_typed_flag=network_flag is not None and hasattr(network_flag, "STRONGLY_TYPED"),
         # The flag still exists in 10.x but is "[DEPRECATED] Ignored because networks are always explicit
         # batch": no attribute distinguishes "required" from "ignored", so this one uses the major version.

@@ -193,29 +193,52 @@ def runtime_version() -> str | None:
 # --------------------------------------------------------------------------------------------- memory
 
 
-class DeviceBuffer:
+class _Owned:
+    """One CUDA handle, released exactly once: use after :meth:`free` is a :class:`CudaError`, never a
+    dangling pointer handed to CUDA or TensorRT. Subclasses name the resource and its destroy call."""
+
+    _what = "CUDA resource"
+    _destroy = ""
+
+    def __init__(self, handle: Any) -> None:
+        self._handle: Any = handle
+
+    @property
+    def raw(self) -> Any:
+        if self._handle is None:
+            raise CudaError(f"{self._what} used after free()")
+        return self._handle
+
+    def _before_free(self) -> None:
+        """Drop whatever still refers to the resource (numpy views of pinned memory)."""
+
+    def free(self) -> None:
+        if self._handle is not None:
+            handle, self._handle = self._handle, None
+            self._before_free()
+            _call(self._destroy, handle)
+
+
+class DeviceBuffer(_Owned):
     """``nbytes`` of device memory (``cudaMalloc``); :attr:`ptr` is what TensorRT's tensor addresses take."""
+
+    _what, _destroy = "device buffer", "cudaFree"
 
     def __init__(self, nbytes: int) -> None:
         if nbytes <= 0:
             raise CudaError(f"cannot allocate {nbytes} bytes of device memory")
         self.nbytes = int(nbytes)
-        self._ptr: int | None = int(_call("cudaMalloc", self.nbytes))
+        super().__init__(int(_call("cudaMalloc", self.nbytes)))
 
     @property
     def ptr(self) -> int:
-        if self._ptr is None:
-            raise CudaError("device buffer used after free()")
-        return self._ptr
-
-    def free(self) -> None:
-        if self._ptr is not None:
-            ptr, self._ptr = self._ptr, None
-            _call("cudaFree", ptr)
+        return self.raw
 
 
-class PinnedHostBuffer:
+class PinnedHostBuffer(_Owned):
     """Page-locked host memory (``cudaMallocHost``) seen as a numpy array: fast, truly async copies."""
+
+    _what, _destroy = "pinned host buffer", "cudaFreeHost"
 
     def __init__(self, shape: tuple[int, ...], dtype: Any = np.float32) -> None:
         self.dtype = np.dtype(dtype)
@@ -224,34 +247,25 @@ class PinnedHostBuffer:
         self.nbytes = count * self.dtype.itemsize
         if self.nbytes <= 0:
             raise CudaError(f"cannot allocate a pinned host buffer of shape {self.shape}")
-        self._ptr: int | None = int(_call("cudaMallocHost", self.nbytes))
-        raw = (ctypes.c_byte * self.nbytes).from_address(self._ptr)
+        super().__init__(int(_call("cudaMallocHost", self.nbytes)))
+        raw = (ctypes.c_byte * self.nbytes).from_address(self._handle)
         self.array = np.frombuffer(raw, dtype=self.dtype, count=count).reshape(self.shape)
 
     @property
     def ptr(self) -> int:
-        if self._ptr is None:
-            raise CudaError("pinned host buffer used after free()")
-        return self._ptr
+        return self.raw
 
-    def free(self) -> None:
-        if self._ptr is not None:
-            ptr, self._ptr = self._ptr, None
-            self.array = np.empty((0,), dtype=self.dtype)  # drop the view before the memory goes
-            _call("cudaFreeHost", ptr)
+    def _before_free(self) -> None:
+        self.array = np.empty((0,), dtype=self.dtype)  # drop the view before the memory goes
 
 
-class Stream:
+class Stream(_Owned):
     """A CUDA stream; :attr:`handle` is the integer TensorRT's ``execute_async_v3`` takes."""
 
-    def __init__(self) -> None:
-        self._stream: Any = _call("cudaStreamCreate")
+    _what, _destroy = "stream", "cudaStreamDestroy"
 
-    @property
-    def raw(self) -> Any:
-        if self._stream is None:
-            raise CudaError("stream used after free()")
-        return self._stream
+    def __init__(self) -> None:
+        super().__init__(_call("cudaStreamCreate"))
 
     @property
     def handle(self) -> int:
@@ -260,13 +274,8 @@ class Stream:
     def synchronize(self) -> None:
         _call("cudaStreamSynchronize", self.raw)
 
-    def free(self) -> None:
-        if self._stream is not None:
-            stream, self._stream = self._stream, None
-            _call("cudaStreamDestroy", stream)
 
-
-class Event:
+class Event(_Owned):
     """A CUDA event: a timestamp taken *on the GPU* when the stream reaches it.
 
     Two events around an enqueue measure GPU compute alone -- the figure ``trtexec`` reports as "GPU Compute
@@ -274,14 +283,10 @@ class Event:
     Created with the default flags (timing enabled; ``cudaEventDisableTiming`` would make elapsed time fail).
     """
 
-    def __init__(self) -> None:
-        self._event: Any = _call("cudaEventCreate")
+    _what, _destroy = "event", "cudaEventDestroy"
 
-    @property
-    def raw(self) -> Any:
-        if self._event is None:
-            raise CudaError("event used after free()")
-        return self._event
+    def __init__(self) -> None:
+        super().__init__(_call("cudaEventCreate"))
 
     def record(self, stream: Stream) -> None:
         _call("cudaEventRecord", self.raw, stream.raw)
@@ -292,11 +297,6 @@ class Event:
     def elapsed_ms_since(self, start: Event) -> float:
         """Milliseconds from ``start`` to this event; both must have been recorded, this one completed."""
         return float(_call("cudaEventElapsedTime", start.raw, self.raw))
-
-    def free(self) -> None:
-        if self._event is not None:
-            event, self._event = self._event, None
-            _call("cudaEventDestroy", event)
 
 
 def _kind(name: str) -> Any:

@@ -5,9 +5,15 @@ Sources on the device (all paths injectable, so tests read fixture files):
 * ``/etc/nv_tegra_release`` -- first line ``# R36 (release), REVISION: 4.3, GCID: ..., BOARD: generic, ...``:
   L4T (Jetson Linux) 36.4.3.
 * ``/proc/device-tree/model`` -- ``NVIDIA Jetson AGX Orin Developer Kit`` followed by a NUL byte.
-* ``nvpmodel -q`` -- ``NV Power Mode: MAXN`` then the mode id on the next line (optional extra).
-* ``jetson_clocks --show`` -- per-CPU and GPU ``MinFreq=... MaxFreq=...``; jetson_clocks pins min to max
-  (optional extra; the command needs root on most images, so a failure is reported as "unknown").
+* ``nvpmodel -q`` and ``jetson_clocks --show`` -- power mode and clock lock state (optional extras;
+  ``jetson_clocks --show`` needs root on most images, so a failure is reported as "unknown").
+
+Whether this *is* a Jetson, and the power mode and clocks, come from :mod:`kd2trt.bench.telemetry`
+(:func:`~kd2trt.bench.telemetry.is_jetson`, :func:`~kd2trt.bench.telemetry.read_clock_state`): one
+implementation for ``kd2trt doctor``, engine manifests and ``kd2trt bench``. That module is standard library
+only and keeps to Python 3.8 as this package does. A Jetson whose ``nv_tegra_release`` is missing (the device
+tree says Jetson) or does not parse is still a Jetson: :func:`detect_jetson` reports L4T ``"unknown"`` with a
+warning rather than pretending the machine is an x86 host.
 
 L4T -> JetPack -> TensorRT, from NVIDIA's JetPack release pages (developer.nvidia.com/embedded/jetpack
 archive) and DESIGN §3. The TensorRT version is what JetPack *installs*; a container or a pip wheel can bring
@@ -16,30 +22,33 @@ another one, so it is an expectation to compare with, never a substitute for ``t
 
 from __future__ import annotations
 
+import logging
 import re
-import shutil
 import subprocess
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+from kd2trt.bench.telemetry import DEVICE_TREE_COMPATIBLE, JETSON_RELEASE_FILE, is_jetson, read_clock_state
 
 __all__ = [
     "JETPACK_TABLE",
+    "UNKNOWN_L4T",
     "JetPackRelease",
     "JetsonInfo",
     "L4tVersion",
-    "PowerMode",
     "detect_jetson",
     "jetpack_for_l4t",
     "parse_device_tree_model",
-    "parse_jetson_clocks",
     "parse_nv_tegra_release",
-    "parse_nvpmodel",
 ]
 
-NV_TEGRA_RELEASE = Path("/etc/nv_tegra_release")
+log = logging.getLogger(__name__)
+
+NV_TEGRA_RELEASE = Path(JETSON_RELEASE_FILE)
 DEVICE_TREE_MODEL = Path("/proc/device-tree/model")
+UNKNOWN_L4T = "unknown"  # JetsonInfo.l4t on a Jetson whose nv_tegra_release is missing or does not parse
 
 
 @dataclass(frozen=True, order=True)
@@ -128,42 +137,6 @@ def parse_device_tree_model(data: bytes | str) -> str | None:
 
 
 @dataclass(frozen=True)
-class PowerMode:
-    name: str
-    mode_id: int | None = None
-
-
-def parse_nvpmodel(text: str) -> PowerMode | None:
-    """``nvpmodel -q``: ``NV Power Mode: MAXN`` and, on the next non-empty line, the mode id.
-
-    Lines that some versions print first (``NVPM WARN: ...``) are skipped.
-    """
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    for i, line in enumerate(lines):
-        match = re.match(r"NV Power Mode\s*:\s*(.+)$", line)
-        if match:
-            mode_id = None
-            if i + 1 < len(lines) and lines[i + 1].isdigit():
-                mode_id = int(lines[i + 1])
-            return PowerMode(match.group(1).strip(), mode_id)
-    return None
-
-
-_FREQ_RE = re.compile(r"^(cpu\d+|GPU)\b.*?MinFreq=(\d+)\s+MaxFreq=(\d+)", re.MULTILINE)
-
-
-def parse_jetson_clocks(text: str) -> bool | None:
-    """``jetson_clocks --show``: ``True`` when every CPU and the GPU are pinned (MinFreq == MaxFreq).
-
-    ``None`` when the output has no frequency lines (not a jetson_clocks report).
-    """
-    found = _FREQ_RE.findall(text)
-    if not found:
-        return None
-    return all(int(low) == int(high) for _, low, high in found)
-
-
-@dataclass(frozen=True)
 class JetsonInfo:
     """What kd2trt records about a Jetson (engine manifests, doctor, bench reports)."""
 
@@ -177,62 +150,67 @@ class JetsonInfo:
     power_mode: str | None = None
     power_mode_id: int | None = None
     jetson_clocks: bool | None = None
+    warning: str | None = None  # e.g. nv_tegra_release missing or unparsable: L4T and JetPack unknown
 
     def summary(self) -> dict[str, Any]:
         return asdict(self)
 
 
-if TYPE_CHECKING:  # a runtime alias would subscript collections.abc.Callable, which Python 3.8 cannot
-    Runner = Callable[[Sequence[str]], str]
-
-
-def _run_command(argv: Sequence[str]) -> str:
-    """Run a query tool; its output, or '' when it is missing, fails or hangs (these are optional extras)."""
-    if shutil.which(argv[0]) is None:
-        return ""
+def _read_l4t(release_path: Path) -> tuple[L4tVersion | None, str | None]:
+    """(L4T, None) from ``nv_tegra_release``, or (None, why it gave none) -- on a machine known to be a Jetson."""
     try:
-        done = subprocess.run(list(argv), capture_output=True, text=True, timeout=10, check=False)
-    except (OSError, subprocess.SubprocessError):
-        return ""
-    return done.stdout if done.returncode == 0 else ""
+        text = release_path.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return None, (f"{release_path} is missing although the device tree says this is a Jetson (a container "
+                      "without it?); L4T, JetPack and the TensorRT it ships are unknown — mount or copy the "
+                      "host's /etc/nv_tegra_release")
+    except OSError as exc:
+        return None, (f"cannot read {release_path} ({exc.strerror or exc}); L4T, JetPack and the TensorRT it ships "
+                      "are unknown — fix the file's permissions")
+    l4t = parse_nv_tegra_release(text)
+    if l4t is None:
+        first = (text.strip().splitlines() or [""])[0][:80]
+        return None, (f"{release_path} does not parse (first line {first!r}; expected '# R36 (release), "
+                      "REVISION: 4.3, ...'); L4T, JetPack and the TensorRT it ships are unknown — check the "
+                      "file (JetPack writes it)")
+    return l4t, None
 
 
 def detect_jetson(
     release_path: str | Path = NV_TEGRA_RELEASE,
     model_path: str | Path = DEVICE_TREE_MODEL,
     *,
-    run: Runner | None = _run_command,
+    compatible_path: str | Path = DEVICE_TREE_COMPATIBLE,
+    run: Callable[..., Any] | None = subprocess.run,
 ) -> JetsonInfo | None:
-    """The Jetson this runs on, or ``None`` (x86, or an ARM machine without ``nv_tegra_release``).
+    """The Jetson this runs on, or ``None`` when :func:`~kd2trt.bench.telemetry.is_jetson` says it is not one.
 
-    ``run`` executes ``nvpmodel -q`` and ``jetson_clocks --show`` (returns their stdout, '' on failure);
-    pass ``None`` to skip them, or a function returning fixture text in tests.
+    ``run`` stands in for ``subprocess.run`` when querying ``nvpmodel -q`` and ``jetson_clocks --show``
+    (:func:`~kd2trt.bench.telemetry.read_clock_state`); ``None`` skips both. A Jetson whose release file is
+    missing or does not parse gives L4T :data:`UNKNOWN_L4T` and :attr:`JetsonInfo.warning` (also logged).
     """
-    try:
-        text = Path(release_path).read_text(encoding="utf-8", errors="replace")
-    except OSError:
+    release_path = Path(release_path)
+    if not is_jetson(str(release_path), str(compatible_path)):
         return None
-    l4t = parse_nv_tegra_release(text)
-    if l4t is None:
-        return None
+    l4t, warning = _read_l4t(release_path)
+    if warning is not None:
+        log.warning("%s", warning)
     try:
         model = parse_device_tree_model(Path(model_path).read_bytes())
     except OSError:
         model = None
-    release = jetpack_for_l4t(l4t)
-    power = clocks = None
-    if run is not None:
-        power = parse_nvpmodel(run(["nvpmodel", "-q"]))
-        clocks = parse_jetson_clocks(run(["jetson_clocks", "--show"]))
+    release = jetpack_for_l4t(l4t) if l4t is not None else None
+    clocks = read_clock_state(run) if run is not None else None
     return JetsonInfo(
-        l4t=str(l4t),
+        l4t=str(l4t) if l4t is not None else UNKNOWN_L4T,
         model=model,
         jetpack=release.jetpack if release else None,
         expected_tensorrt=release.tensorrt if release else None,
         expected_cuda=release.cuda if release else None,
         python=release.python if release else None,
         table_verified=release.verified if release else False,
-        power_mode=power.name if power else None,
-        power_mode_id=power.mode_id if power else None,
-        jetson_clocks=clocks,
+        power_mode=clocks.power_mode if clocks else None,
+        power_mode_id=clocks.power_mode_id if clocks else None,
+        jetson_clocks=clocks.clocks_locked if clocks else None,
+        warning=warning,
     )

@@ -23,6 +23,7 @@ evaluates annotations at runtime and JetPack 5 runs Python 3.8, where ``X | None
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -30,7 +31,7 @@ import re
 from pathlib import Path
 from typing import List, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from kd2trt.artifacts import atomic_write_json, sha256_file
 from kd2trt.errors import Kd2trtError
@@ -128,6 +129,16 @@ class EngineManifest(_Strict):
     engine_bytes: int = Field(ge=0)
     layer_info: Optional[str] = None  # file name of the engine inspector's JSON, beside the manifest
 
+    @field_validator("trt_version")
+    @classmethod
+    def _trt_version_is_a_version(cls, value: str) -> str:
+        """Refuse e.g. ``"latest"`` when the manifest is read, not later in the compatibility check."""
+        try:
+            TrtVersion.parse(value)
+        except CalibCacheError as exc:  # pydantic reports ValueError, and lets other exceptions escape
+            raise ValueError(str(exc)) from None
+        return value
+
 
 # --------------------------------------------------------------------------------------------- naming
 
@@ -191,6 +202,9 @@ def read_manifest(engine: str | os.PathLike[str]) -> EngineManifest:
                           ) from None
     except OSError as exc:
         raise Kd2trtError(f"cannot read engine manifest {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise Kd2trtError(f"{path}: not UTF-8 text (byte {exc.start}), so not a kd2trt engine manifest; rebuild "
+                          "the engine with `kd2trt export`") from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -205,12 +219,24 @@ def read_manifest(engine: str | os.PathLike[str]) -> EngineManifest:
                           "`kd2trt export`") from None
 
 
-def verify_engine_file(manifest: EngineManifest, engine: str | os.PathLike[str]) -> None:
-    """Refuse an engine whose bytes are not the ones the manifest describes (swapped or corrupted file)."""
+def verify_engine_file(manifest: EngineManifest, engine: str | os.PathLike[str], data: Optional[bytes] = None
+                       ) -> None:
+    """Refuse an engine whose bytes are not the ones the manifest describes (swapped or corrupted file).
+
+    ``data``: the engine's bytes when the caller has already read them (the runner hashes the very bytes it
+    deserializes); otherwise the file is hashed in chunks.
+    """
     engine = Path(engine)
-    if not engine.is_file():
-        raise Kd2trtError(f"engine {engine} does not exist; build it with `kd2trt export`")
-    digest = sha256_file(engine)
+    if data is not None:
+        digest = hashlib.sha256(data).hexdigest()
+    else:
+        if not engine.is_file():
+            raise Kd2trtError(f"engine {engine} does not exist; build it with `kd2trt export`")
+        try:
+            digest = sha256_file(engine)
+        except OSError as exc:
+            raise Kd2trtError(f"cannot read engine {engine}: {exc.strerror or exc}; fix its permissions or "
+                              "rebuild it with `kd2trt export`") from None
     if digest != manifest.engine_sha256:
         raise Kd2trtError(f"{engine}: sha256 {digest[:12]}… does not match its manifest "
                           f"({manifest.engine_sha256[:12]}…); the file was replaced or damaged — rebuild it with "

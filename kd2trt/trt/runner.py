@@ -32,7 +32,7 @@ import numpy as np
 from kd2trt.errors import Kd2trtError
 from kd2trt.trt.manifest import EngineManifest, check_runtime_compatible, read_manifest, verify_engine_file
 
-__all__ = ["REQUIRED_CONTEXT_API", "REQUIRED_ENGINE_API", "TrtRunner", "split_batches"]
+__all__ = ["REQUIRED_CONTEXT_API", "REQUIRED_ENGINE_API", "TrtRunner", "read_engine", "split_batches"]
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,23 @@ def split_batches(count: int, min_batch: int, max_batch: int) -> list[tuple[int,
         stop = min(start + max_batch, count)
         chunks.append((start, stop, max(stop - start, min_batch)))
     return chunks
+
+
+def read_engine(engine_path: str | os.PathLike[str], manifest: EngineManifest, *, verify_sha256: bool = True
+                ) -> bytes:
+    """The engine file's bytes, read once; with ``verify_sha256`` those same bytes are checked against the
+    manifest, so what is deserialized is what was verified. A missing or unreadable file is a one-line error."""
+    engine_path = Path(engine_path)
+    try:
+        data = engine_path.read_bytes()
+    except FileNotFoundError:
+        raise Kd2trtError(f"engine {engine_path} does not exist; build it with `kd2trt export`") from None
+    except OSError as exc:
+        raise Kd2trtError(f"cannot read engine {engine_path}: {exc.strerror or exc}; fix its permissions or rebuild "
+                          "it with `kd2trt export`") from None
+    if verify_sha256:
+        verify_engine_file(manifest, engine_path, data)
+    return data
 
 
 class TrtRunner:
@@ -85,8 +102,7 @@ class TrtRunner:
         device = cuda_memory.device_info(0)
         check_runtime_compatible(self.manifest, caps.version_string or str(caps.version),
                                  device.compute_capability, self.engine_path, running_gpu_name=device.name)
-        if verify_sha256:
-            verify_engine_file(self.manifest, self.engine_path)
+        engine_bytes = read_engine(self.engine_path, self.manifest, verify_sha256=verify_sha256)
 
         from kd2trt.trt.builder import _make_logger
 
@@ -95,7 +111,8 @@ class TrtRunner:
         if self.manifest.build.version_compatible and hasattr(self._runtime, "engine_host_code_allowed"):
             # A version-compatible plan embeds its lean runtime (host code); TensorRT runs it only if allowed.
             self._runtime.engine_host_code_allowed = True
-        self._engine = self._runtime.deserialize_cuda_engine(self.engine_path.read_bytes())
+        self._engine = self._runtime.deserialize_cuda_engine(engine_bytes)
+        del engine_bytes  # TensorRT holds its own copy
         if self._engine is None:
             last = self._logger.errors[-1] if self._logger.errors else "no error was logged"
             raise Kd2trtError(f"TensorRT {caps.version} could not deserialize {self.engine_path}: {last}; rebuild it "

@@ -1,11 +1,17 @@
-"""The engines stage: the exported student → FP32/FP16/INT8 TensorRT engines, where TensorRT and a GPU are.
+"""The engines stage: the exported model → FP32/FP16/INT8 TensorRT engines, where TensorRT and a GPU are.
 
 Shared by `kd2trt export` (after the host-side steps) and `kd2trt run`. Without TensorRT or a CUDA device it
 builds nothing and says why, and which command to run on the target.
+
+What is built from is explicit (:func:`resolve_sources`): the FP32 ONNX graph `kd2trt export` wrote (its FP16,
+Q/DQ and calibration-cache siblings are found beside it), the model name used in the engine file names, and
+the checkpoint that gives the input size and, for live INT8 calibration, the data. The defaults are the
+`kd2trt run` layout: `<run_dir>/student.onnx` and `<run_dir>/student.pt`.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,75 +23,148 @@ if TYPE_CHECKING:
     from kd2trt.config import RunConfig
     from kd2trt.pipeline import StageOutcome
 
+__all__ = ["EngineSources", "build_engines", "build_options", "precisions_to_build", "resolve_sources",
+           "target_command"]
 
-def target_command(run_dir: Path) -> str:
+DEFAULT_MODEL = "student"
+CALIBRATION_BATCH = 32  # images per live-calibration batch (the calibration profile's fixed shape)
+_DERIVED_ONNX = (".fp16.onnx", ".int8.onnx")
+
+
+def target_command(checkpoint: Path) -> str:
     """What to run where TensorRT is: the NVIDIA container (x86) or the Jetson, from this run's files."""
     return (f"docker run --gpus all -v $PWD/runs:/workspace/kd2trt/runs -v $PWD/engines:/workspace/kd2trt/engines "
-            f"kd2trt:x86 kd2trt export {run_dir}/student.pt --fp16 --int8 (on a Jetson: --runtime nvidia, "
+            f"kd2trt:x86 kd2trt export {checkpoint} --fp16 --int8 (on a Jetson: --runtime nvidia, "
             "kd2trt:jetson; see docker/README.md)")
 
 
-def build_engines(config: RunConfig, run_dir: Path, console: Console,
-                  engines_root: Path = Path("engines")) -> StageOutcome:
-    from kd2trt.pipeline import StageOutcome
+@dataclass(frozen=True)
+class EngineSources:
+    """What the engines are built from."""
+
+    onnx_path: Path  # the FP32 graph <stem>.onnx; <stem>.fp16.onnx, <stem>.int8.onnx, caches beside it
+    model: str  # the model part of the engine file names (<model>-<precision>-sm<cc>-trt<version>.engine)
+    checkpoint: Path  # input C,H,W and, for live INT8 calibration, the data
+
+    @property
+    def stem(self) -> str:
+        return self.onnx_path.name[: -len(".onnx")]
+
+    def calib_cache(self, version: Any) -> Path:
+        """Where `kd2trt export` writes (and live calibration saves) the cache for TensorRT ``version``."""
+        return self.onnx_path.with_name(f"{self.stem}.calib-trt{version}.cache")
+
+
+def resolve_sources(run_dir: Path, onnx_path: Path | None = None, model: str | None = None,
+                    checkpoint: Path | None = None) -> EngineSources:
+    """The engines' sources, each given by the caller or defaulted from the one before it (pure: no file access).
+
+    ``onnx_path`` defaults to ``<run_dir>/student.onnx``; ``model`` to the ONNX's stem (``student``);
+    ``checkpoint`` to ``<stem>.pt`` beside the ONNX (where `kd2trt export` writes by default).
+    """
+    onnx_path = Path(onnx_path) if onnx_path is not None else Path(run_dir) / f"{DEFAULT_MODEL}.onnx"
+    name = onnx_path.name
+    if not name.endswith(".onnx") or name == ".onnx":
+        raise Kd2trtError(f"{onnx_path}: not an ONNX graph; pass the <model>.onnx that `kd2trt export` wrote")
+    if name.endswith(_DERIVED_ONNX):
+        fp32 = onnx_path.with_name(name[: -len(next(s for s in _DERIVED_ONNX if name.endswith(s)))] + ".onnx")
+        raise Kd2trtError(f"{onnx_path} is a derived graph; pass the FP32 graph {fp32} (its FP16/INT8 siblings "
+                          "are found beside it)")
+    stem = name[: -len(".onnx")]
+    if model is not None:
+        from kd2trt.trt.manifest import _slug
+
+        _slug(model)  # a name that cannot be part of a file name fails now, not after the first build
+    return EngineSources(onnx_path, model if model is not None else stem,
+                         Path(checkpoint) if checkpoint is not None else onnx_path.with_name(f"{stem}.pt"))
+
+
+def precisions_to_build(export: Any) -> list[str]:
+    """FP32 always (the reference), then FP16 and INT8 as the recipe's export section asks."""
+    return ["fp32"] + (["fp16"] if export.fp16 else []) + (["int8"] if export.int8 else [])
+
+
+def build_options(precision: str, build: Any) -> dict[str, Any]:
+    """:func:`~kd2trt.trt.builder.build_engine`'s options for one precision, from the recipe's build section.
+
+    DLA runs FP16 and INT8 only, so ``build.dla_core`` (and its GPU fallback) applies to those builds; the
+    FP32 engine, always built as the reference, is built for the GPU.
+    """
+    on_dla = build.dla_core is not None and precision != "fp32"
+    return {
+        "min_batch": build.min_batch,
+        "opt_batch": build.opt_batch or build.max_batch,
+        "max_batch": build.max_batch,
+        "workspace_mb": build.workspace_mb,
+        "timing_cache_dir": build.timing_cache_dir,
+        "dla_core": build.dla_core if on_dla else None,
+        "gpu_fallback": build.gpu_fallback,
+        "version_compatible": build.version_compatible,
+        "hardware_compatible": build.hardware_compatible,
+    }
+
+
+def build_engines(config: RunConfig, run_dir: Path, console: Console, *, onnx_path: Path | None = None,
+                  model: str | None = None, checkpoint: Path | None = None,
+                  engines_dir: Path | None = None) -> StageOutcome:
+    """Build the engines into ``engines_dir``, by default :func:`kd2trt.pipeline.default_engines_dir`.
+
+    ``onnx_path``, ``model`` and ``checkpoint``: what to build from (:func:`resolve_sources`; the defaults are
+    ``<run_dir>/student.onnx``, its stem and ``<stem>.pt`` beside it).
+    """
+    from kd2trt.pipeline import StageOutcome, default_engines_dir
     from kd2trt.trt.capabilities import probe_environment
 
     if not config.build.engines:
         return StageOutcome([], "", skipped_reason="build.engines is false")
+    sources = resolve_sources(run_dir, onnx_path, model, checkpoint)
     caps, reason = probe_environment()
     if caps is None:
-        return StageOutcome([], "", skipped_reason=f"{reason}. On the target: {target_command(run_dir)}")
+        return StageOutcome([], "", skipped_reason=f"{reason}. On the target: {target_command(sources.checkpoint)}")
     import tensorrt as trt
 
     from kd2trt.trt import cuda_memory
     from kd2trt.trt.builder import build_engine
     from kd2trt.trt.calibrator import make_calibrator
-    from kd2trt.trt.manifest import engine_path
+    from kd2trt.trt.manifest import engine_filename
     from kd2trt.trt.plan import discover_artifacts, plan_precision
 
-    onnx_path = run_dir / "student.onnx"
-    if not onnx_path.is_file():
-        raise Kd2trtError(f"{onnx_path}: not found; run `kd2trt export {run_dir}/student.pt` first")
+    if not sources.onnx_path.is_file():
+        raise Kd2trtError(f"{sources.onnx_path}: not found; run `kd2trt export {sources.checkpoint}` first")
     device = cuda_memory.device_info()
-    artifacts = discover_artifacts(onnx_path, caps.version)
-    build = config.build
-    precisions = ["fp32"] + (["fp16"] if config.export.fp16 else []) + (["int8"] if config.export.int8 else [])
+    artifacts = discover_artifacts(sources.onnx_path, caps.version)
+    chw = _input_chw(sources.checkpoint)
     outputs: list[Path] = []
     summaries: list[str] = []
-    for precision in precisions:
-        plan = plan_precision(caps, precision, build.int8_path, artifacts.kinds, has_calibration_data=True,
+    for precision in precisions_to_build(config.export):
+        plan = plan_precision(caps, precision, config.build.int8_path, artifacts.kinds, has_calibration_data=True,
                               other_caches=artifacts.other_caches)
-        chw = _input_chw(run_dir)
         calibrator = None
         if plan.use_calibrator:
-            cache = run_dir / f"student.calib-trt{caps.version}.cache"
-            batches = None if plan.calibration_source == "cache" else _calibration_batches(config, run_dir, console)
-            calibrator = make_calibrator(trt, config.export.calib_method, batches, cache, batch_size=32,
-                                         input_name="input", input_chw=chw)
-        target = engine_path(run_dir.name, "student", precision, device.compute_capability, caps.version,
-                             root=engines_root)
+            batches = (None if plan.calibration_source == "cache"
+                       else _calibration_batches(config, sources.checkpoint, console))
+            calibrator = make_calibrator(trt, config.export.calib_method, batches, sources.calib_cache(caps.version),
+                                         batch_size=CALIBRATION_BATCH, input_name="input", input_chw=chw)
+        target = (Path(engines_dir) if engines_dir is not None else default_engines_dir(run_dir)) / engine_filename(
+            sources.model, precision, device.compute_capability, caps.version)
         console.print(f"TensorRT {caps.version}: building {target.name} ({plan.reason})")
-        manifest = build_engine(
-            artifacts.paths[plan.onnx_kind], target, plan, calibrator=calibrator, min_batch=build.min_batch,
-            opt_batch=build.opt_batch or build.max_batch, max_batch=build.max_batch, input_name="input",
-            input_chw=chw, workspace_mb=build.workspace_mb, timing_cache_dir=build.timing_cache_dir,
-            dla_core=build.dla_core, gpu_fallback=build.gpu_fallback, version_compatible=build.version_compatible,
-            hardware_compatible=build.hardware_compatible)
+        manifest = build_engine(artifacts.paths[plan.onnx_kind], target, plan, calibrator=calibrator,
+                                input_name="input", input_chw=chw, **build_options(precision, config.build))
         outputs.append(target)
         summaries.append(f"{precision} {manifest.build_seconds:.0f}s")
     return StageOutcome(outputs, f"{len(outputs)} engines on {device.name} ({', '.join(summaries)})")
 
 
-def _input_chw(run_dir: Path) -> tuple[int, int, int]:
+def _input_chw(checkpoint: Path) -> tuple[int, int, int]:
     from kd2trt.distill.checkpoint import preprocessing_of, read_checkpoint
 
-    prep = preprocessing_of(read_checkpoint(run_dir / "student.pt", ("student",)))
+    prep = preprocessing_of(read_checkpoint(checkpoint))
     return prep.channels, prep.image_size, prep.image_size
 
 
-def _calibration_batches(config: RunConfig, run_dir: Path, console: Console) -> Any:
+def _calibration_batches(config: RunConfig, checkpoint: Path, console: Console) -> Any:
     """Live calibration (no cache for this TensorRT yet): the same stratified set `kd2trt export` uses."""
     from kd2trt.onnx.stage import ExportRequest, ExportRun, calibration_set
 
-    run = ExportRun(ExportRequest(run_dir / "student.pt"), config.export, console)
-    return calibration_set(run).batches(32)
+    run = ExportRun(ExportRequest(checkpoint), config.export, console)
+    return calibration_set(run).batches(CALIBRATION_BATCH)
