@@ -21,8 +21,9 @@ from rich.console import Console
 
 from kd2trt.artifacts import atomic_write_json
 from kd2trt.bench.latency import measure
-from kd2trt.bench.runners import OrtRunner, RunnerInfo
 from kd2trt.onnx import runtime
+from kd2trt.onnx.runtime import OrtRunner
+from kd2trt.runner import RunnerInfo
 
 
 def bare_loop(path: Path, batch: np.ndarray, warmup: int, iterations: int) -> float:

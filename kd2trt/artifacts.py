@@ -1,4 +1,4 @@
-"""Atomic writes and content hashes for every artifact kd2trt produces.
+"""Atomic writes and content hashes for every artifact kd2trt produces (no torch, no onnx: the bottom layer).
 
 A run killed at any moment (Ctrl-C, kill -9, out of memory on a Jetson) must never leave a
 half-written checkpoint, ONNX file or cache at its final path: the next run would trust it.
@@ -17,10 +17,6 @@ import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
-
-import torch
-
-from kd2trt.errors import Kd2trtError
 
 
 @contextlib.contextmanager
@@ -91,27 +87,6 @@ def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=2, default=_json_default) + "\n")
 
 
-def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> Path:
-    """`torch.save` to `path` atomically (checkpoints are rewritten every epoch)."""
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
-    return Path(path)
-
-
-def load_torch(path: str | os.PathLike[str], hint: str) -> Any:
-    """`torch.load(weights_only=True)` on the CPU; a file it cannot read is a one-line error naming it.
-
-    `hint` is the fix to print after the reason, e.g. "re-run `kd2trt distill` to write it again".
-    weights_only=True: a checkpoint is data, and unpickling arbitrary objects would run code from the file.
-    """
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types (UnpicklingError, RuntimeError, EOFError, …)
-        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-        reason = lines[0].split(". ")[0][:120] if lines else type(exc).__name__
-        raise Kd2trtError(f"{path}: not a readable PyTorch checkpoint ({reason}); {hint}") from None
-
-
 def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
     """Hex sha256 of a file's bytes, streamed so that large engines do not need to fit in memory."""
     digest = hashlib.sha256()
@@ -124,7 +99,7 @@ def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
 def _json_default(value: Any) -> Any:
     if isinstance(value, os.PathLike):
         return os.fspath(value)
-    if isinstance(value, torch.Tensor):
+    if hasattr(value, "tolist"):  # numpy arrays and scalars, torch tensors
         return value.tolist()
     if hasattr(value, "item"):
         return value.item()

@@ -28,6 +28,7 @@ from pydantic import (
 )
 
 from kd2trt.errors import Kd2trtError
+from kd2trt.targets import parse_target
 
 
 class _Strict(BaseModel):
@@ -80,7 +81,7 @@ class DataConfig(_Strict):
 class TrainConfig(_Strict):
     """Optimiser, schedule and budget of one training stage."""
 
-    epochs: int = Field(30, ge=1)
+    epochs: int = Field(30, ge=1, description="training epochs")
     optimizer: Literal["sgd", "adamw"] = "adamw"
     lr: float = Field(3e-3, gt=0)
     momentum: float = Field(0.9, ge=0, lt=1)
@@ -149,7 +150,8 @@ class ExportConfig(_Strict):
     fp16: bool = Field(True, description="write <model>.fp16.onnx (FP16 inside, FP32 I/O)")
     fp16_atol: float = Field(0.05, gt=0, description="max |Δlogit| FP16 vs FP32 graph")
     int8: bool = Field(True, description="calibrate; write the Q/DQ ONNX and the TensorRT calibration cache")
-    calib_method: Literal["entropy", "minmax", "percentile"] = "entropy"
+    calib_method: Literal["entropy", "minmax", "percentile"] = Field(
+        "entropy", description="how activation ranges are chosen from the calibration statistics")
     calib_images: int = Field(512, ge=1, description="drawn stratified from the train split")
     calib_seed: int = 0
     trt_versions: list[str] = Field(
@@ -162,8 +164,6 @@ class ExportConfig(_Strict):
     @classmethod
     def _trt_versions(cls, values: list[str]) -> list[str]:
         """The parser `kd2trt export` uses, run at load time: a bad target fails before distillation."""
-        from kd2trt.onnx.targets import parse_target
-
         try:
             return [parse_target(value).text for value in values]
         except Kd2trtError as exc:
@@ -178,7 +178,7 @@ class BuildConfig(_Strict):
         "auto", description="auto: implicit INT8 with the cache on <=10.x, Q/DQ on 11.x; cache; qdq")
     min_batch: int = Field(1, ge=1)
     opt_batch: int | None = Field(None, ge=1, description="default: max_batch")
-    max_batch: int = Field(32, ge=1)
+    max_batch: int = Field(32, ge=1, description="largest batch of the engines' optimisation profile")
     workspace_mb: int | None = Field(None, ge=16, description="default: 512 on Jetson, 2048 elsewhere")
     timing_cache_dir: Path | None = Field(Path("engines/timing-cache"), description="one cache per GPU+TensorRT")
     dla_core: int | None = Field(None, ge=0, description="Jetson AGX/NX Orin DLA core (FP16/INT8, static shapes)")
@@ -202,8 +202,8 @@ class BenchConfig(_Strict):
     iterations: int = Field(200, ge=5, description="timed iterations per batch size")
     duration_s: float | None = Field(None, gt=0, description="time for at least this long instead")
     threads: int | None = Field(None, ge=1, description="CPU threads for PyTorch and ONNX Runtime")
-    device: Device = Field("auto", description="auto | cpu | cuda | cuda:N: where the PyTorch and ONNX Runtime "
-                           "runners run")
+    device: Device | None = Field(None, description="auto | cpu | cuda | cuda:N: where the PyTorch and ONNX "
+                                  "Runtime runners run; default: the run's device")
     cuda_graphs: bool = Field(False, description="TensorRT engines: replay each batch size as a captured CUDA graph")
     max_top1_drop: float | None = Field(None, ge=0, description="gate: student rows' top-1 drop vs teacher")
     min_agreement: float | None = Field(None, ge=0, le=100, description="gate: % agreement with the teacher")
@@ -215,10 +215,11 @@ class RunConfig(_Strict):
     """A whole run: data, teacher, student and distillation, then export, engine build and bench."""
 
     name: str = Field("digits", pattern=r"^[A-Za-z0-9._-]+$")
-    seed: int = 0
-    device: Device = Field("auto", description="auto | cpu | cuda | cuda:N")
+    seed: int = Field(0, description="seed of initialisation, shuffling and the labeled subset")
+    device: Device = Field("auto", description="where PyTorch runs (auto, cpu, cuda or cuda:N); also the bench's "
+                           "unless bench.device is set")
     output_root: Path = Path("runs")
-    tensorboard: bool = False
+    tensorboard: bool = Field(False, description="write TensorBoard logs to <run>/tensorboard")
     data: DataConfig = Field(default_factory=DataConfig)
     teacher: TeacherConfig = Field(default_factory=TeacherConfig)
     student: StudentConfig = Field(default_factory=StudentConfig)
@@ -239,6 +240,10 @@ class RunConfig(_Strict):
     @property
     def run_dir(self) -> Path:
         return self.output_root / self.name
+
+    def bench_config(self) -> BenchConfig:
+        """The bench section with its device resolved: bench.device, else the run's device."""
+        return self.bench.model_copy(update={"device": self.bench.device or self.device})
 
     def section_hash(self, *sections: str) -> str:
         """A short hash of some sections, to tell whether a resume file belongs to this config."""

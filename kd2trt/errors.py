@@ -1,5 +1,9 @@
-"""User-facing errors: one line that names the file and the fix; the CLI prints it and exits non-zero."""
+"""User-facing errors: one line that names the file and the fix; the CLI prints it and exits with code 2."""
 
 
 class Kd2trtError(Exception):
     """An error caused by the user's input, reported as one line without a traceback."""
+
+
+class TrtVersionError(Kd2trtError):
+    """A TensorRT version or deployment target that kd2trt cannot interpret."""

@@ -1,10 +1,15 @@
-"""Inference over a data set and the accuracy figures computed from its logits."""
+"""PyTorch inference: over a data set (training's validation and test figures) and as a runner (export, bench)."""
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
+
+from kd2trt.runner import Runner, RunnerInfo
+
+__all__ = ["TorchRunner", "predict"]
 
 
 @torch.no_grad()
@@ -21,6 +26,39 @@ def predict(model: nn.Module, dataset: Dataset, device: torch.device, batch_size
     return torch.cat(logits), torch.cat(labels)
 
 
-def top1(logits: torch.Tensor, labels: torch.Tensor) -> float:
-    """Top-1 accuracy in percent."""
-    return 100.0 * (logits.argmax(dim=1) == labels).float().mean().item()
+class TorchRunner(Runner):
+    """Eager PyTorch on the CPU or a CUDA device."""
+
+    def __init__(self, model: nn.Module, info: RunnerInfo | None = None, device: torch.device | None = None):
+        self.device = device or torch.device("cpu")
+        self.model = model.eval().to(self.device)
+        self.info = info or RunnerInfo("model", "pytorch", "fp32", str(self.device))
+        self.info.params = sum(p.numel() for p in model.parameters())
+
+    @torch.inference_mode()
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        return self.model(torch.from_numpy(batch).to(self.device)).float().cpu().numpy()
+
+    @torch.inference_mode()
+    def time_compute(self, batch: np.ndarray, iterations: int) -> list[float] | None:
+        """Milliseconds per forward pass measured with CUDA events, input already on the device.
+
+        Eager PyTorch launches kernels one by one from Python: for a small model the GPU waits on each launch,
+        so this span is the launch-bound time of the forward pass, not the kernels' own duration.
+        """
+        if self.device.type != "cuda":
+            return None
+        resident = torch.from_numpy(batch).to(self.device)
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        times = []
+        for _ in range(iterations):
+            start.record()
+            self.model(resident)
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end))
+        return times
+
+    def close(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()

@@ -19,8 +19,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from kd2trt.artifacts import load_torch
 from kd2trt.errors import Kd2trtError
+from kd2trt.torch_io import load_torch
 
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 

@@ -17,7 +17,6 @@ from typer.testing import CliRunner
 from kd2trt.bench.accuracy import accuracy
 from kd2trt.bench.latency import Percentiles, measure
 from kd2trt.bench.report import evaluate_gates
-from kd2trt.bench.runners import RunnerInfo
 from kd2trt.bench.stage import BenchRequest, run_bench
 from kd2trt.cli import app
 from kd2trt.config import BenchConfig, ExportConfig
@@ -25,12 +24,13 @@ from kd2trt.errors import Kd2trtError
 from kd2trt.models import build_model, model_spec
 from kd2trt.onnx.export import export_onnx
 from kd2trt.onnx.stage import ExportRequest, run_export
+from kd2trt.runner import InputSpec, Runner, RunnerInfo
 
 QUIET = Console(file=open(os.devnull, "w"))  # noqa: SIM115
 FAST = BenchConfig(batch_sizes=[1, 4], warmup=2, iterations=10, device="cpu")
 
 
-class SleepRunner:
+class SleepRunner(Runner):
     """A runner whose every call takes ~2 ms: checks what the harness counts and times."""
 
     def __init__(self) -> None:
@@ -218,7 +218,7 @@ def test_markdown_adds_gpu_compute_column_only_when_measured() -> None:
 
 
 def test_onnxruntime_backends_per_device() -> None:
-    from kd2trt.bench.runners import ort_backends
+    from kd2trt.onnx.runtime import ort_backends
 
     cpu_only = ["AzureExecutionProvider", "CPUExecutionProvider"]
     gpu = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
@@ -235,7 +235,7 @@ def test_onnxruntime_backends_per_device() -> None:
 def test_onnxruntime_row_names_the_provider_that_really_ran(exported_run: Path) -> None:
     import onnxruntime as ort
 
-    from kd2trt.bench.runners import OrtRunner
+    from kd2trt.onnx.runtime import OrtRunner
 
     if "CUDAExecutionProvider" in ort.get_available_providers():
         pytest.skip("this onnxruntime has the CUDA provider: no fallback to observe")
@@ -254,30 +254,27 @@ def test_onnxruntime_row_names_the_provider_that_really_ran(exported_run: Path) 
 class ProfileRunner(SleepRunner):
     """A runner with a batch range, as a TensorRT engine's optimisation profile has (no TensorRT involved)."""
 
-    batch_range = (2, 4)
+    input_spec = InputSpec(min_batch=2, max_batch=4)
 
     def __init__(self) -> None:
         super().__init__()
         self.info = RunnerInfo("student", "tensorrt", "fp16", "cuda (H100)", file="engines/r/student-fp16.engine")
-        self.many: list[int] = []
+        self.sizes: list[int] = []
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         assert 2 <= len(batch) <= 4, len(batch)
+        self.sizes.append(len(batch))
         return super().infer(batch)
-
-    def infer_many(self, images: np.ndarray) -> np.ndarray:
-        self.many.append(len(images))
-        return np.zeros((len(images), 10), np.float32)
 
 
 def test_accuracy_pass_and_latency_respect_a_batch_range() -> None:
-    from kd2trt.bench.stage import _latencies, _logits
+    from kd2trt.bench.stage import _latencies
 
-    images = np.zeros((7, 1, 8, 8), np.float32)
+    images = np.zeros((9, 1, 8, 8), np.float32)
     runner = ProfileRunner()
-    assert _logits(runner, images, eval_batch=8).shape == (7, 10) and runner.many == [7]
+    assert runner.infer_many(images, 8).shape == (9, 10) and runner.sizes == [4, 4, 2]  # 1 left, padded to 2
     plain = SleepRunner()
-    assert _logits(plain, images, eval_batch=3).shape == (7, 10) and plain.calls == 3  # 3 + 3 + 1
+    assert plain.infer_many(images[:7], 3).shape == (7, 10) and plain.calls == 3  # 3 + 3 + 1
 
     config = BenchConfig(batch_sizes=[1, 4, 8], warmup=0, iterations=5)
     latency = _latencies(runner, images, config, jetson=False)

@@ -15,19 +15,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kd2trt.errors import Kd2trtError
+from kd2trt.errors import Kd2trtError, TrtVersionError
 from kd2trt.onnx import calib_cache
 from kd2trt.onnx.calib_cache import (
     CALIBRATION_ALGORITHMS,
     CalibCacheError,
     CalibrationCache,
-    TrtVersion,
     check_compatible,
     parse_cache,
     read_cache,
     resolve_algorithm,
     write_cache,
 )
+from kd2trt.targets import TrtVersion
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "calib"
 # Real TensorRT-written caches live outside the repository (licences not reviewed): in ../shared, the
@@ -69,7 +69,7 @@ def test_version_parse_accepted_forms(text: str, expected: TrtVersion) -> None:
 
 @pytest.mark.parametrize("text", ["", "10", "ten", "10.x", "v10.3", "10.3.0.1.2", "10..3", "-8.5", "8.5-ea"])
 def test_version_parse_rejects_with_accepted_forms(text: str) -> None:
-    with pytest.raises(CalibCacheError) as info:
+    with pytest.raises(TrtVersionError) as info:
         TrtVersion.parse(text)
     message = str(info.value)
     assert repr(text) in message
@@ -98,22 +98,22 @@ def test_header_number_both_ways(version: TrtVersion, number: int) -> None:
 
 @pytest.mark.parametrize("number", [0, 500, 9300, 12345, 89999])
 def test_from_header_number_refuses_numbers_of_no_encoding(number: int) -> None:
-    with pytest.raises(CalibCacheError, match="not a TensorRT version number"):
+    with pytest.raises(TrtVersionError, match="not a TensorRT version number"):
         TrtVersion.from_header_number(number)
 
 
 @pytest.mark.parametrize("version", [TrtVersion(8, 10, 0), TrtVersion(8, 5, 100), TrtVersion(10, 100, 0)])
 def test_header_number_refuses_unencodable_versions(version: TrtVersion) -> None:
-    with pytest.raises(CalibCacheError, match="cannot be written"):
+    with pytest.raises(TrtVersionError, match="cannot be written"):
         _ = version.header_number
 
 
 def test_version_validation_and_str() -> None:
     assert str(TrtVersion(8, 5, 1)) == "8.5.1"
     assert str(TrtVersion.parse("10.3")) == "10.3.0"
-    with pytest.raises(CalibCacheError):
+    with pytest.raises(TrtVersionError):
         TrtVersion(0, 5)
-    with pytest.raises(CalibCacheError):
+    with pytest.raises(TrtVersionError):
         TrtVersion(8, -1)
 
 

@@ -86,11 +86,11 @@ def test_bad_trt_target_fails_at_load_time(value: str) -> None:
 
 
 def test_good_trt_targets_load_and_match_the_export_parser() -> None:
-    from kd2trt.onnx.stage import target_version
+    from kd2trt.targets import parse_target
 
     config = load_config(None, {"export.trt_versions": ["8.5", "8.6", "10.3", "10.14.1", "11.0", " 10.3.0 "]})
     assert config.export.trt_versions == ["8.5", "8.6", "10.3", "10.14.1", "11.0", "10.3.0"]
-    assert [str(target_version(v)) for v in config.export.trt_versions] == [
+    assert [str(parse_target(v).version) for v in config.export.trt_versions] == [
         "8.5.2", "8.6.2", "10.3.0", "10.14.1", "11.0.0", "10.3.0"]
 
 
@@ -99,7 +99,7 @@ def test_documented_trt_targets_are_all_accepted() -> None:
     import re
 
     from kd2trt.config import ExportConfig
-    from kd2trt.onnx.targets import TARGET_FORMS, parse_target
+    from kd2trt.targets import TARGET_FORMS, parse_target
 
     comment = next(line for line in (REPO / "pipeline" / "digits.yaml").read_text().split("\n\n")
                    if "trt_versions:" in line)

@@ -240,7 +240,7 @@ def test_unreadable_resume_state_is_one_line(tmp_path: Path) -> None:
     torch.save({"when": datetime.datetime(2020, 1, 1)}, path)  # not loadable with weights_only=True
     with pytest.raises(Kd2trtError, match=r"student\.last\.pt: not a readable PyTorch checkpoint \(.*\); "
                                           r"this resume state cannot be used: delete it") as caught:
-        loop._read_resume_state(path, "hash")
+        loop._read_resume_state(path, "hash", True)
     assert "\n" not in str(caught.value)
     with pytest.raises(Kd2trtError, match=r"student\.last\.pt: not a readable PyTorch checkpoint \(.*\); "
                                           r"re-run `kd2trt distill`") as caught:

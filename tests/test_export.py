@@ -19,7 +19,12 @@ from kd2trt.onnx import calibration, runtime
 from kd2trt.onnx import stage as export_stage
 from kd2trt.onnx.calib_cache import read_cache, read_cache_manifest
 from kd2trt.onnx.export import check_onnx
-from kd2trt.onnx.stage import ExportRequest, run_export, target_version
+from kd2trt.onnx.stage import ExportRequest, run_export
+from kd2trt.targets import parse_target
+
+
+def _version(text: str):
+    return parse_target(text).version
 
 QUIET = Console(file=open(os.devnull, "w"))  # noqa: SIM115
 
@@ -161,19 +166,30 @@ def test_reusing_a_cache_in_place_keeps_its_calibration_record(exported: tuple[P
     manifest = read_cache_manifest(tmp_path / "student.calib-trt10.3.0.cache.json")
     original = first["int8"]["calibration"]
     assert original["method"] == "entropy" and original["images"] == 200
-    assert manifest["calibration"] == {**original, "reused_from": str(cache)}  # not "images 0", not "minmax"
+    assert manifest.calibration == {**original, "reused_from": str(cache)}  # not "images 0", not "minmax"
     # reused again (the manifest now records a reuse): the first calibration is still what it names
     run_export(ExportRequest(tmp_path / "student.pt", calib_cache=cache), config, QUIET)
-    assert read_cache_manifest(tmp_path / "student.calib-trt10.3.0.cache.json")["calibration"] == \
+    assert read_cache_manifest(tmp_path / "student.calib-trt10.3.0.cache.json").calibration == \
         {**original, "reused_from": str(cache)}
+
+
+def _manifest_bytes(**changed: object) -> bytes:
+    """A valid calibration-cache manifest with some fields changed."""
+    manifest = {"kind": "kd2trt calibration cache", "cache": "student.calib-trt10.3.0.cache",
+                "header": "TRT-100300-EntropyCalibration2", "trt_version": "10.3.0", "algorithm": "EntropyCalibration2",
+                "tensors": 3, "source_onnx": "student.onnx", "source_onnx_sha256": "a" * 64,
+                "calibration": {"method": "entropy"}, "preprocessing": {}, "tools": {}}
+    return json.dumps({**manifest, **changed}).encode()
 
 
 @pytest.mark.parametrize(("content", "message"), [
     (b"{not json", r"\.cache\.json:1: not valid JSON"),
     (b"[1, 2]", r"\.cache\.json: not a calibration-cache manifest .*found a JSON list"),
     (b"\xff\xfe{}", r"\.cache\.json: not UTF-8 text"),
-    (b'{"kind": "kd2trt calibration cache", "calibration": {}}', r"'source_onnx_sha256' is None"),
-    (b'{"kind": "kd2trt calibration cache", "source_onnx_sha256": "' + b"a" * 64 + b'"}', r"'calibration' record"),
+    (_manifest_bytes(source_onnx_sha256=None), r"invalid calibration-cache manifest \(source_onnx_sha256: Input"),
+    (_manifest_bytes(source_onnx_sha256="abc"), r"invalid calibration-cache manifest \(source_onnx_sha256: String"),
+    (_manifest_bytes(calibration=None), r"invalid calibration-cache manifest \(calibration: Input should"),
+    (_manifest_bytes(kind="other"), r"invalid calibration-cache manifest \(kind: Input should be"),
 ])
 def test_malformed_cache_manifest_is_a_one_line_error(tmp_path: Path, content: bytes, message: str) -> None:
     manifest = tmp_path / "student.calib-trt10.3.0.cache.json"
@@ -300,10 +316,10 @@ def test_checker_rejects_a_broken_graph(tmp_path: Path) -> None:
 
 
 def test_short_targets_mean_the_jetpack_release() -> None:
-    assert str(target_version("8.5")) == "8.5.2"
-    assert str(target_version("8.6")) == "8.6.2"
-    assert str(target_version("10.3")) == "10.3.0"
-    assert str(target_version("10.14.1")) == "10.14.1"
+    assert str(_version("8.5")) == "8.5.2"
+    assert str(_version("8.6")) == "8.6.2"
+    assert str(_version("10.3")) == "10.3.0"
+    assert str(_version("10.14.1")) == "10.14.1"
 
 
 def test_quiet_restores_the_root_logger_level() -> None:

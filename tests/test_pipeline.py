@@ -127,7 +127,8 @@ def fake_stages(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, ob
     import kd2trt.distill.train as train
     import kd2trt.onnx.stage as onnx_stage
     import kd2trt.trt.stage as trt_stage
-    from kd2trt.pipeline import StageOutcome, default_engines_dir
+    from kd2trt.layout import RunLayout
+    from kd2trt.results import StageResult
 
     monkeypatch.chdir(tmp_path)
     state: dict[str, object] = {"gate_passes": True, "calls": {}}
@@ -153,20 +154,21 @@ def fake_stages(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, ob
     def build_engines(config, run_dir, console, *, onnx_path, model, checkpoint, engines_dir):
         count("engines")
         assert (onnx_path, model, checkpoint) == (run_dir / "student.onnx", "student", run_dir / "student.pt")
-        assert engines_dir == default_engines_dir(run_dir)
+        assert engines_dir == RunLayout(run_dir).engines_dir
         engine = engines_dir / "student-fp32-sm90-trt10.3.0.engine"
         engine.parent.mkdir(parents=True, exist_ok=True)
         engine.write_bytes(f"plan for max_batch {config.build.max_batch}".encode())
         engine.with_name(engine.name + ".json").write_text("{}")
-        return StageOutcome([engine], "1 engine")
+        return StageResult([engine], "1 engine")
 
     def bench(request, config, console):
         count("bench")
-        assert request.engines_dir == default_engines_dir(request.run_dir)
+        assert request.engines_dir == RunLayout(request.run_dir).engines_dir
         report = request.run_dir / "report.json"
         report.write_text("{}")
         passed = bool(state["gate_passes"])
-        gates = [{"gate": "min_speedup", "passed": passed, "message": f"student fp32: gate {passed}"}]
+        gates = [{"gate": "min_speedup", "row": "student fp32", "value": 1.0, "limit": 2.0, "passed": passed,
+                  "message": f"student fp32: gate {passed}"}]
         return {"rows": [{}], "gates": gates, "files": {"json": str(report)}, "skipped": []}
 
     monkeypatch.setattr(train, "run_distill", distill)
@@ -182,10 +184,10 @@ def _statuses(outcomes: dict) -> dict[str, str]:
 
 def test_engines_outside_the_run_dir_are_up_to_date_and_rerun_the_bench(tmp_path: Path,
                                                                            fake_stages: dict) -> None:
-    from kd2trt.pipeline import default_engines_dir
+    from kd2trt.layout import RunLayout
 
     run_dir = tmp_path / "run"
-    assert default_engines_dir(run_dir) == Path("engines/run")
+    assert RunLayout(run_dir).engines_dir == Path("engines/run")
     assert set(_statuses(run_pipeline(_config(), run_dir, console=QUIET)).values()) == {"ran"}
     manifest = json.loads((run_dir / "stages" / "engines.json").read_text())
     engine = tmp_path / "engines" / "run" / "student-fp32-sm90-trt10.3.0.engine"
@@ -209,17 +211,18 @@ def test_engines_outside_the_run_dir_are_up_to_date_and_rerun_the_bench(tmp_path
 def test_engines_built_later_rerun_an_up_to_date_bench(tmp_path: Path, fake_stages: dict,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     import kd2trt.trt.stage as trt_stage
-    from kd2trt.pipeline import StageOutcome, default_engines_dir
+    from kd2trt.layout import RunLayout
+    from kd2trt.results import StageResult
 
     build = trt_stage.build_engines
     monkeypatch.setattr(trt_stage, "build_engines",
-                        lambda *args, **kwargs: StageOutcome([], "", skipped_reason="no TensorRT here"))
+                        lambda *args, **kwargs: StageResult.skipped("no TensorRT here"))
     first = run_pipeline(_config(), tmp_path / "run", console=QUIET)
     assert first["engines"]["status"] == "skipped" and first["bench"]["status"] == "ran"
     assert run_pipeline(_config(), tmp_path / "run", console=QUIET)["bench"]["status"] == "up to date"
     run_dir = tmp_path / "run"
     build(_config(), run_dir, QUIET, onnx_path=run_dir / "student.onnx", model="student",  # `kd2trt export`
-          checkpoint=run_dir / "student.pt", engines_dir=default_engines_dir(run_dir))  # on the target
+          checkpoint=run_dir / "student.pt", engines_dir=RunLayout(run_dir).engines_dir)  # on the target
     again = run_pipeline(_config(), tmp_path / "run", console=QUIET)
     assert again["engines"]["status"] == "skipped" and again["bench"]["status"] == "ran"
 

@@ -7,7 +7,6 @@ regex), never produced by the module's own parser. The sampler runs end to end a
 
 from __future__ import annotations
 
-import ast
 import os
 import re
 import shutil
@@ -19,22 +18,17 @@ from pathlib import Path
 
 import pytest
 
-from kd2trt.bench import telemetry
 from kd2trt.bench.telemetry import (
     TOTAL_RAILS,
-    ClockState,
     PowerSample,
     PowerSummary,
     TegrastatsSampler,
-    is_jetson,
-    parse_jetson_clocks_show,
-    parse_nvpmodel,
     parse_tegrastats_line,
-    read_clock_state,
     summarize_samples,
     total_power_mw,
 )
 from kd2trt.errors import Kd2trtError
+from kd2trt.trt.jetson import ClockState, is_jetson, parse_jetson_clocks_show, parse_nvpmodel, read_clock_state
 
 FIXTURES = Path(__file__).parent / "fixtures" / "tegrastats"
 
@@ -517,30 +511,3 @@ def test_sampler_cannot_be_started_twice(tmp_path: Path) -> None:
     script, _, _ = make_fake_tegrastats(tmp_path, "orin_nano_jp5.txt")
     with TegrastatsSampler(interval_ms=10, executable=str(script)) as sampler, pytest.raises(RuntimeError):
         sampler.start()
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Python 3.8 (JetPack 5)
-# ---------------------------------------------------------------------------------------------------------------
-
-
-def test_module_parses_as_python_3_8() -> None:
-    source = Path(telemetry.__file__).read_text()
-    tree = ast.parse(source, feature_version=(3, 8))
-    assert "from __future__ import annotations" in source
-    newer_attrs = {"removeprefix", "removesuffix", "pairwise", "cache", "bit_count", "is_relative_to"}
-    newer_modules = {"zoneinfo", "graphlib", "tomllib"}
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Attribute):
-            assert node.attr not in newer_attrs, f"line {node.lineno}: .{node.attr} needs Python 3.9+"
-        elif isinstance(node, ast.keyword):
-            assert node.arg != "strict", f"line {node.value.lineno}: zip(strict=) needs Python 3.10"
-        elif isinstance(node, (ast.Import, ast.ImportFrom)):
-            names = {alias.name for alias in node.names} | {getattr(node, "module", None) or ""}
-            assert not names & newer_modules, f"line {node.lineno}: {names & newer_modules}"
-    # Runtime (not annotation) subscripts of builtins fail on 3.8: only annotations may say dict[str, float].
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Call):
-            for arg in ast.walk(node):
-                if isinstance(arg, ast.Subscript) and isinstance(arg.value, ast.Name):
-                    assert arg.value.id not in {"dict", "list", "tuple", "set", "type"}, f"line {arg.lineno}"

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from kd2trt.errors import Kd2trtError
-from kd2trt.onnx.calib_cache import TrtVersion
+from kd2trt.runner import split_batches
+from kd2trt.targets import TrtVersion
 from kd2trt.trt.builder import (
     DEFAULT_MAX_BATCH,
     ParserIssue,
@@ -21,7 +22,6 @@ from kd2trt.trt.builder import (
 )
 from kd2trt.trt.capabilities import TrtCapabilities
 from kd2trt.trt.plan import plan_precision
-from kd2trt.trt.runner import split_batches
 
 ALL = ["onnx", "fp16_onnx", "qdq_onnx", "calib_cache"]
 ORIN = TrtCapabilities(TrtVersion(10, 3, 0), "10.3.0.30", strongly_typed_flag=True, version_compatible=True,

@@ -22,9 +22,11 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from kd2trt.errors import Kd2trtError
+from kd2trt.layout import engine_filename
+from kd2trt.layout import sidecar as manifest_path
 from kd2trt.onnx.calib_cache import CalibCacheError, read_cache
 from kd2trt.trt.capabilities import probe_environment
-from kd2trt.trt.manifest import engine_filename, manifest_path, read_manifest
+from kd2trt.trt.manifest import read_manifest
 
 pytestmark = pytest.mark.trt
 

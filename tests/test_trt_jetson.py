@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from kd2trt.bench.telemetry import parse_jetson_clocks_show
 from kd2trt.trt.jetson import (
     UNKNOWN_L4T,
     L4tVersion,
     detect_jetson,
     jetpack_for_l4t,
     parse_device_tree_model,
+    parse_jetson_clocks_show,
     parse_nv_tegra_release,
 )
 

@@ -10,19 +10,9 @@ import pytest
 
 from kd2trt.artifacts import sha256_file
 from kd2trt.errors import Kd2trtError
-from kd2trt.trt.manifest import (
-    BuildOptions,
-    EngineManifest,
-    JetsonRecord,
-    PlanRecord,
-    check_runtime_compatible,
-    engine_filename,
-    engine_path,
-    manifest_path,
-    read_manifest,
-    verify_engine_file,
-    write_manifest,
-)
+from kd2trt.layout import RunLayout, engine_filename, sidecar
+from kd2trt.manifests import BuildOptions, EngineManifest, JetsonRecord, PlanRecord
+from kd2trt.trt.manifest import check_runtime_compatible, read_manifest, verify_engine_file, write_manifest
 from kd2trt.trt.runner import read_engine
 
 SHA = "0" * 64
@@ -55,9 +45,9 @@ def make_manifest(**changes) -> EngineManifest:
 def test_engine_filename() -> None:
     assert engine_filename("student", "int8", "8.7", "10.3.0.30") == "student-int8-sm87-trt10.3.0.engine"
     assert engine_filename("resnet 18/kd", "fp16", "12.0", "11.0") == "resnet-18-kd-fp16-sm120-trt11.0.0.engine"
-    assert engine_path("digits", "student", "fp32", "8.6", "8.5.2.2") == Path(
+    assert RunLayout(Path("runs/digits")).engine("student", "fp32", "8.6", "8.5.2.2") == Path(
         "engines/digits/student-fp32-sm86-trt8.5.2.engine")
-    assert manifest_path("engines/d/a.engine") == Path("engines/d/a.engine.json")
+    assert sidecar("engines/d/a.engine") == Path("engines/d/a.engine.json")
 
 
 @pytest.mark.parametrize(("cc", "version", "match"), [("87", "10.3", "compute capability"),
@@ -98,22 +88,22 @@ def test_read_manifest_errors(tmp_path: Path) -> None:
     engine = tmp_path / "a.engine"
     with pytest.raises(Kd2trtError, match=r"a\.engine: no manifest a\.engine\.json"):
         read_manifest(engine)
-    manifest_path(engine).write_text("{not json")
+    sidecar(engine).write_text("{not json")
     with pytest.raises(Kd2trtError, match="not valid JSON"):
         read_manifest(engine)
     data = make_manifest().model_dump(mode="json")
     data["compute_capability"] = "sm87"
-    manifest_path(engine).write_text(json.dumps(data))
+    sidecar(engine).write_text(json.dumps(data))
     with pytest.raises(Kd2trtError, match=r"invalid engine manifest \(compute_capability"):
         read_manifest(engine)
 
 
 def test_read_manifest_refuses_a_binary_file(tmp_path: Path) -> None:
     engine = tmp_path / "a.engine"
-    manifest_path(engine).write_bytes(b"\x9f\x00ftrt plan bytes")  # e.g. an engine copied over its manifest
+    sidecar(engine).write_bytes(b"\x9f\x00ftrt plan bytes")  # e.g. an engine copied over its manifest
     with pytest.raises(Kd2trtError, match=r"not UTF-8 text \(byte 0\).*kd2trt export") as err:
         read_manifest(engine)
-    assert str(manifest_path(engine)) in str(err.value) and "\n" not in str(err.value)
+    assert str(sidecar(engine)) in str(err.value) and "\n" not in str(err.value)
 
 
 @pytest.mark.parametrize("version", ["latest", "", "10", "TensorRT 10.3"])
@@ -121,13 +111,13 @@ def test_read_manifest_refuses_a_trt_version_that_is_not_one(tmp_path: Path, ver
     engine = tmp_path / "a.engine"
     data = make_manifest().model_dump(mode="json")
     data["trt_version"] = version
-    manifest_path(engine).write_text(json.dumps(data))
+    sidecar(engine).write_text(json.dumps(data))
     with pytest.raises(Kd2trtError, match=r"invalid engine manifest \(trt_version: .*not understood") as err:
         read_manifest(engine)
-    assert str(manifest_path(engine)) in str(err.value) and "\n" not in str(err.value)
+    assert str(sidecar(engine)) in str(err.value) and "\n" not in str(err.value)
     for good in ("10.3.0.30", "8.5.2", "11.0"):
         data["trt_version"] = good
-        manifest_path(engine).write_text(json.dumps(data))
+        sidecar(engine).write_text(json.dumps(data))
         assert read_manifest(engine).trt_version == good  # kept as written (build number included)
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from kd2trt.errors import Kd2trtError
-from kd2trt.onnx.calib_cache import TrtVersion
+from kd2trt.targets import TrtVersion
 from kd2trt.trt.builder import ProfileShapes, validate_build_options
 from kd2trt.trt.capabilities import TrtCapabilities
 from kd2trt.trt.plan import (

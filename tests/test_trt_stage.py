@@ -10,7 +10,7 @@ from rich.console import Console
 
 from kd2trt.config import BuildConfig, ExportConfig, RunConfig
 from kd2trt.errors import Kd2trtError
-from kd2trt.onnx.calib_cache import TrtVersion
+from kd2trt.targets import TrtVersion
 from kd2trt.trt import cuda_memory
 from kd2trt.trt.builder import resolve_profile, validate_build_options
 from kd2trt.trt.plan import plan_precision

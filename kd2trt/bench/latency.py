@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from kd2trt.bench.runners import Runner
+from kd2trt.runner import Runner
 
 
 @dataclass(frozen=True)

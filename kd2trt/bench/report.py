@@ -8,6 +8,7 @@ from typing import Any
 
 from kd2trt.artifacts import atomic_path, atomic_write_json, atomic_write_text
 from kd2trt.config import BenchConfig
+from kd2trt.layout import RunLayout
 
 
 def _size(n: int | None) -> str:
@@ -125,8 +126,9 @@ def evaluate_gates(result: dict[str, Any], config: BenchConfig) -> list[dict[str
     return gates
 
 
-def write_report(result: dict[str, Any], out_dir: Path) -> dict[str, Path]:
-    paths = {"json": out_dir / "report.json", "markdown": out_dir / "report.md", "plot": out_dir / "report.png"}
+def write_report(result: dict[str, Any], layout: RunLayout, out_dir: Path | None = None) -> dict[str, Path]:
+    """report.json, report.md and report.png in `out_dir` (default: the run directory)."""
+    paths = {kind: layout.report(kind, out_dir) for kind in ("json", "markdown", "plot")}
     atomic_write_json(paths["json"], result)
     atomic_write_text(paths["markdown"], markdown(result))
     plot(result, paths["plot"])

@@ -12,28 +12,32 @@ import os
 import platform
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnxruntime as ort
 import torch
 from rich.console import Console
 
-from kd2trt import __version__
 from kd2trt.bench.accuracy import accuracy
 from kd2trt.bench.latency import measure
 from kd2trt.bench.report import evaluate_gates, write_report
-from kd2trt.bench.runners import PROVIDER_DEVICES, OrtRunner, Runner, RunnerInfo, TorchRunner, ort_backends
-from kd2trt.bench.telemetry import TegrastatsSampler, is_jetson, read_clock_state
-from kd2trt.config import BenchConfig
+from kd2trt.bench.telemetry import TegrastatsSampler
+from kd2trt.bench.trt_runner import engine_candidates
+from kd2trt.config import BenchConfig, RunConfig
 from kd2trt.data import load_data
 from kd2trt.distill.checkpoint import data_config_of, model_from_checkpoint, preprocessing_of, read_checkpoint
 from kd2trt.distill.distributed import resolve_device
 from kd2trt.errors import Kd2trtError
-from kd2trt.pipeline import default_engines_dir
+from kd2trt.evaluation import TorchRunner
+from kd2trt.layout import PRECISIONS, RunLayout
+from kd2trt.onnx.runtime import PROVIDER_DEVICES, OrtRunner, ort_backends
+from kd2trt.provenance import tool_versions
+from kd2trt.results import StageResult
+from kd2trt.runner import Candidate, Runner, RunnerInfo
+from kd2trt.trt.jetson import is_jetson, read_clock_state
 
 
 @dataclass
@@ -42,25 +46,21 @@ class BenchRequest:
     out_dir: Path | None = None
     engines_dir: Path | None = None
 
-
-@dataclass
-class Candidate:
-    """A runner not built yet: built, measured and closed one at a time to bound memory."""
-
-    info: RunnerInfo
-    build: Callable[[], Runner]
+    @property
+    def layout(self) -> RunLayout:
+        return RunLayout(self.run_dir, self.engines_dir)
 
 
-def _checkpoints(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any] | None]:
-    student = read_checkpoint(run_dir / "student.pt", ("student",))
-    teacher = read_checkpoint(run_dir / "teacher.pt", ("teacher",))
-    baseline_path = run_dir / "baseline.pt"
+def _checkpoints(layout: RunLayout) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any] | None]:
+    student = read_checkpoint(layout.checkpoint("student"), ("student",))
+    teacher = read_checkpoint(layout.checkpoint("teacher"), ("teacher",))
+    baseline_path = layout.checkpoint("baseline")
     baseline = read_checkpoint(baseline_path, ("baseline",)) if baseline_path.is_file() else None
-    for name, other in (("teacher.pt", teacher), ("baseline.pt", baseline)):
+    for path, other in ((layout.checkpoint("teacher"), teacher), (baseline_path, baseline)):
         if other is None:
             continue
         if other["preprocessing"] != student["preprocessing"] or other["classes"] != student["classes"]:
-            raise Kd2trtError(f"{run_dir / name}: preprocessing or classes differ from student.pt; bench compares "
+            raise Kd2trtError(f"{path}: preprocessing or classes differ from student.pt; bench compares "
                               "models of one `kd2trt distill` run — pass that run's directory")
     return student, teacher, baseline
 
@@ -68,34 +68,29 @@ def _checkpoints(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any], dict[st
 def candidates(request: BenchRequest, config: BenchConfig, device: torch.device,
                student: dict[str, Any], teacher: dict[str, Any], baseline: dict[str, Any] | None,
                skipped: list[str]) -> Iterator[Candidate]:
-    run_dir = request.run_dir
+    layout = request.layout
     dev = str(device)
     for name, checkpoint in (("teacher", teacher), ("student", student), ("baseline", baseline)):
         if checkpoint is not None:
-            info = RunnerInfo(name, "pytorch", "fp32", dev, file=str(run_dir / f"{name}.pt"),
-                              file_bytes=os.path.getsize(run_dir / f"{name}.pt"))
+            path = layout.checkpoint(name)
+            info = RunnerInfo(name, "pytorch", "fp32", dev, file=str(path), file_bytes=os.path.getsize(path))
             yield Candidate(info, lambda c=checkpoint, i=info: TorchRunner(model_from_checkpoint(c), i, device))
-    for suffix, precision in ((".onnx", "fp32"), (".fp16.onnx", "fp16"), (".int8.onnx", "int8")):
-        path = run_dir / f"student{suffix}"
+    files = layout.model("student")
+    for precision in PRECISIONS:
+        path = files.onnx(precision)
         if not path.is_file():
-            skipped.append(f"student {precision} ONNX: {path} not found (run `kd2trt export {run_dir}/student.pt`)")
+            skipped.append(f"student {precision} ONNX: {path} not found (run `kd2trt export "
+                           f"{layout.checkpoint('student')}`)")
             continue
         for providers in ort_backends(dev):
             info = RunnerInfo("student", "onnxruntime", precision, PROVIDER_DEVICES[providers[0]])
             yield Candidate(info, lambda p=path, i=info, pr=providers: OrtRunner(p, i, pr, config.threads))
-    yield from _engine_candidates(request, skipped, config.cuda_graphs)
-
-
-def _engine_candidates(request: BenchRequest, skipped: list[str], cuda_graphs: bool) -> Iterator[Candidate]:
-    engines_dir = request.engines_dir or default_engines_dir(request.run_dir)
-    engines = sorted(engines_dir.glob("*.engine")) if engines_dir.is_dir() else []
+    engines = layout.engines()
     if not engines:
-        skipped.append(f"TensorRT engines: none in {engines_dir} (build them with `kd2trt export --fp16 --int8` "
-                       "on the target)")
+        skipped.append(f"TensorRT engines: none in {layout.engines_dir} (build them with `kd2trt export --fp16 "
+                       "--int8` on the target)")
         return
-    from kd2trt.bench.trt_runner import engine_candidates
-
-    yield from engine_candidates(engines, skipped, cuda_graphs)
+    yield from engine_candidates(engines, skipped, config.cuda_graphs)
 
 
 def environment(device: torch.device) -> dict[str, Any]:
@@ -103,11 +98,8 @@ def environment(device: torch.device) -> dict[str, Any]:
     with contextlib.suppress(OSError, StopIteration):
         cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                    if line.startswith("model name"))
-    env: dict[str, Any] = {
-        "cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-        "python": platform.python_version(), "torch": torch.__version__, "onnxruntime": ort.__version__,
-        "kd2trt": __version__, "device": str(device),
-    }
+    env: dict[str, Any] = {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+                           **tool_versions(), "torch": torch.__version__, "device": str(device)}
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
         env.update(gpu=props.name, compute_capability=f"{props.major}.{props.minor}", cuda=torch.version.cuda,
@@ -159,25 +151,16 @@ def _batch_of(images: np.ndarray, size: int) -> np.ndarray:
     return np.ascontiguousarray(np.concatenate([images] * reps)[:size])
 
 
-def _logits(runner: Runner, images: np.ndarray, eval_batch: int) -> np.ndarray:
-    """Logits of the whole test split. A runner with `infer_many` (TensorRT) splits it into the batches its
-    optimisation profile accepts, padding a short remainder; the others take chunks of `eval_batch`."""
-    infer_many = getattr(runner, "infer_many", None)
-    if infer_many is not None:
-        return infer_many(images)
-    return np.concatenate([runner.infer(images[i:i + eval_batch]) for i in range(0, len(images), eval_batch)])
-
-
 def _latencies(runner: Runner, images: np.ndarray, config: BenchConfig, jetson: bool) -> dict[str, Any]:
-    """Latency at each batch size the runner accepts; one outside a TensorRT profile's `batch_range` is
-    left out of the row, with a note that says why and how to include it."""
-    batch_range = getattr(runner, "batch_range", None)
+    """Latency at each batch size the runner accepts; one outside its input spec (a TensorRT profile) is left
+    out of the row, with a note that says why and how to include it."""
+    spec = runner.input_spec
     latency = {}
     for size in config.batch_sizes:
-        if batch_range is not None and not batch_range[0] <= size <= batch_range[1]:
+        if not spec.accepts(size):
             name = Path(runner.info.file).name if runner.info.file else runner.info.label
             runner.info.notes.append(
-                f"{name}: batch {size} not measured (its profile takes {batch_range[0]}..{batch_range[1]}; rebuild "
+                f"{name}: batch {size} not measured (its profile takes {spec.describe()}; rebuild "
                 "with build.min_batch/max_batch covering it)")
             continue
         latency[str(size)] = _measure_with_power(runner, _batch_of(images, size), config, jetson)
@@ -194,10 +177,10 @@ def _speedup(teacher_row: dict[str, Any], row: dict[str, Any], batch: str) -> fl
 def run_bench(request: BenchRequest, config: BenchConfig, console: Console | None = None) -> dict[str, Any]:
     """Measure every candidate, write report.{md,json,png}; the result includes the gates' outcome."""
     console = console or Console()
-    student, teacher, baseline = _checkpoints(request.run_dir)
+    student, teacher, baseline = _checkpoints(request.layout)
     if config.threads:
         torch.set_num_threads(config.threads)
-    device = resolve_device(config.device)
+    device = resolve_device(config.device or "auto")
     data = load_data(data_config_of(student), preprocessing_of(student))
     test = data.test
     images = torch.stack([test[i][0] for i in range(len(test))]).numpy().astype(np.float32)
@@ -217,7 +200,7 @@ def run_bench(request: BenchRequest, config: BenchConfig, console: Console | Non
     for candidate in candidates(request, config, device, student, teacher, baseline, skipped):
         runner = candidate.build()
         try:
-            logits = _logits(runner, images, eval_batch)
+            logits = runner.infer_many(images, eval_batch)
             if logits.shape[1] != data.num_classes:
                 raise Kd2trtError(f"{runner.info.file or runner.info.label}: outputs {logits.shape[1]} classes, "
                                   f"the data set has {data.num_classes}; bench the run this model came from")
@@ -248,6 +231,14 @@ def run_bench(request: BenchRequest, config: BenchConfig, console: Console | Non
         "environment": env, "rows": rows, "skipped": skipped,
     }
     result["gates"] = evaluate_gates(result, config)
-    out_dir = request.out_dir or request.run_dir
-    result["files"] = {k: str(v) for k, v in write_report(result, out_dir).items()}
+    result["files"] = {k: str(v) for k, v in write_report(result, request.layout, request.out_dir).items()}
     return result
+
+
+def bench_stage(config: RunConfig, layout: RunLayout, console: Console, resume: bool = True) -> StageResult:
+    """The bench stage of `kd2trt run`; its gates and report files are recorded in the stage manifest."""
+    result = run_bench(BenchRequest(layout.root, engines_dir=layout.engines_dir), config.bench_config(), console)
+    failed = sum(not g["passed"] for g in result["gates"])
+    text = f"{len(result['rows'])} rows" + (f", {failed} gate(s) failed" if failed else "")
+    return StageResult([Path(p) for p in result["files"].values()], text, report=result,
+                       record={"gates": result["gates"], "files": result["files"]})

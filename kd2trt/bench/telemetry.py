@@ -1,8 +1,8 @@
 """Jetson telemetry for `kd2trt bench`: power mode, clock lock state, and board power sampled with tegrastats.
 
-On a Jetson, `kd2trt bench` records the nvpmodel power mode and whether `jetson_clocks` has locked the clocks
-(timings taken with unlocked clocks are flagged), and runs `tegrastats --interval N` in the background while a
-latency measurement runs, to report mean board power (W) and energy per inference (mJ). Everywhere else this
+On a Jetson, `kd2trt bench` runs `tegrastats --interval N` in the background while a latency measurement
+runs, to report mean board power (W) and energy per inference (mJ); the power mode and clock lock state it
+records come from :mod:`kd2trt.trt.jetson`. Everywhere else this
 module reports "not a Jetson" and does nothing: nothing here raises on a machine without the Jetson tools.
 
 Formats handled (see tests/fixtures/tegrastats/README.md for the fixtures and where each format comes from):
@@ -11,22 +11,12 @@ Formats handled (see tests/fixtures/tegrastats/README.md for the fixtures and wh
   in milliwatts and the second the running average (JetPack 7 adds a third, the maximum):
   ``VDD_IN 5012mW/4870mW`` (JetPack 5/6: Orin, Xavier NX), ``VDD_IN 5012mW/4870mW/6120mW`` (JetPack 7),
   ``POM_5V_IN 3000/2950`` and ``VDD_IN 3744/3744`` (JetPack 4: Nano, TX2, Xavier; bare numbers, still mW).
-* ``nvpmodel -q``: a line ``NV Power Mode: <NAME>`` followed by a line holding the mode id.
-* ``jetson_clocks --show``: ``cpuN: Online=1 Governor=... MinFreq=.. MaxFreq=.. CurrentFreq=..`` per CPU and
-  ``GPU MinFreq=.. MaxFreq=.. CurrentFreq=..``; clocks are locked when MinFreq == MaxFreq == CurrentFreq for
-  the GPU and for every online CPU (what `jetson_clocks` sets). It usually needs root.
-
-Must run on Python 3.8 (JetPack 5): no 3.9+ syntax or stdlib-only APIs here. Standard library only (and
-kd2trt.errors): :mod:`kd2trt.trt.jetson` imports `is_jetson` and `read_clock_state` from here, so that
-`kd2trt doctor`, engine manifests and `kd2trt bench` share one parser for nvpmodel and jetson_clocks.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 import re
-import shutil
 import subprocess
 import threading
 import time
@@ -37,10 +27,7 @@ from dataclasses import asdict, dataclass
 from typing import IO, Any
 
 from kd2trt.errors import Kd2trtError
-
-NOT_A_JETSON = "not a Jetson"
-JETSON_RELEASE_FILE = "/etc/nv_tegra_release"
-DEVICE_TREE_COMPATIBLE = "/proc/device-tree/compatible"
+from kd2trt.trt.jetson import NOT_A_JETSON, find_tool
 
 # Rails that measure the whole module/board input, in preference order:
 # VDD_IN (Orin Nano/NX, Xavier NX, TX1/TX2), POM_5V_IN (original Nano), VIN (Thor's input monitor; unverified).
@@ -55,8 +42,6 @@ SUMMED_RAILS: tuple[tuple[str, ...], ...] = (
     ("GPU", "CPU", "SOC", "CV", "VDDRQ", "SYS5V"),
 )
 
-# Where JetPack installs its tools, for when they are not on PATH (e.g. /usr/sbin for a non-root user).
-_TOOL_DIRS = ("/usr/bin", "/usr/sbin", "/usr/local/bin")
 
 # A rail name, and a rail value: "5012mW/4870mW", "5012mW/4870mW/6120mW" or "3000/2950".
 _RAIL_NAME = re.compile(r"[A-Z][A-Z0-9_]*")
@@ -64,11 +49,6 @@ _RAIL_VALUE = re.compile(r"(\d+(?:\.\d+)?)(?:mW)?(?:/\d+(?:\.\d+)?(?:mW)?){1,2}"
 # Tokens shaped like a rail that are not one: memory counters carry a unit so never match, but be explicit.
 _NOT_RAILS = frozenset({"RAM", "SWAP", "IRAM", "NC"})
 
-_NVP_MODE = re.compile(r"NV Power Mode:\s*(\S.*?)\s*$")
-_BARE_INT = re.compile(r"\s*(\d+)\s*$")
-_CPU_LINE = re.compile(r"^\s*cpu(\d+):\s*(.*)$")
-_GPU_LINE = re.compile(r"^\s*GPU\s+MinFreq=(\d+)\s+MaxFreq=(\d+)\s+CurrentFreq=(\d+)")
-_FIELD = re.compile(r"(\w+)=(\S+)")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -158,20 +138,6 @@ def summarize_samples(samples: Iterable[PowerSample], seconds: float) -> PowerSu
                         max_w=max(values) / 1000.0, rail=rail, seconds=max(0.0, seconds))
 
 
-def _find_tool(name: str) -> str | None:
-    """Full path of a tool: as given if it names a path, else on PATH, else in JetPack's usual folders."""
-    if os.sep in name:
-        return name if os.path.isfile(name) and os.access(name, os.X_OK) else None
-    found = shutil.which(name)
-    if found:
-        return found
-    for folder in _TOOL_DIRS:
-        candidate = os.path.join(folder, name)
-        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
-            return candidate
-    return None
-
-
 def _reap(proc: Any, timeout: float) -> None:
     """Terminate `proc` and wait for it; kill it if it ignores SIGTERM for `timeout` seconds."""
     if proc.poll() is not None:
@@ -208,7 +174,7 @@ class TegrastatsSampler:
         self.executable = executable
         self._runner = runner
         self._stop_timeout = stop_timeout
-        self._path = _find_tool(executable)
+        self._path = find_tool(executable)
         self._reason: str | None = None
         if self._path is None:
             self._reason = (f"{executable} not found: {NOT_A_JETSON} (or JetPack's tegrastats is not on PATH); "
@@ -349,179 +315,3 @@ class TegrastatsSampler:
         hi = end if until is None else until
         window = [s for s in self.samples if lo <= s.t <= hi]
         return summarize_samples(window, hi - lo)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# power mode and clocks
-# ---------------------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class ClockState:
-    """nvpmodel power mode and jetson_clocks lock state; None where unknown, with `details` saying why."""
-
-    power_mode: str | None
-    power_mode_id: int | None
-    clocks_locked: bool | None
-    details: str
-
-    @property
-    def warning(self) -> str | None:
-        """A one-line flag for a latency report when the clocks were not (known to be) locked, else None."""
-        if self.clocks_locked is True:
-            return None
-        if self.clocks_locked is False:
-            return ("clocks were not locked: latency varies with DVFS; run `sudo jetson_clocks` before "
-                    "`kd2trt bench`")
-        return f"clock lock state unknown ({self.details})"
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def parse_nvpmodel(text: str) -> tuple[str | None, int | None]:
-    """(mode name, mode id) from `nvpmodel -q` output: ``NV Power Mode: MAXN`` then a line ``0``."""
-    name: str | None = None
-    mode_id: int | None = None
-    lines = text.splitlines()
-    for i, line in enumerate(lines):
-        match = _NVP_MODE.search(line)
-        if match:
-            name = match.group(1)
-            for following in lines[i + 1:]:
-                number = _BARE_INT.match(following)
-                if number:
-                    mode_id = int(number.group(1))
-                    break
-            break
-    if mode_id is None:
-        for line in lines:
-            number = _BARE_INT.match(line)
-            if number:
-                mode_id = int(number.group(1))
-                break
-    return name, mode_id
-
-
-def _analyse_jetson_clocks(text: str) -> tuple[bool | None, str]:
-    """(locked, why) from `jetson_clocks --show` output."""
-    unlocked: list[str] = []
-    cpus_online = 0
-    gpu_seen = False
-    for line in text.splitlines():
-        gpu = _GPU_LINE.match(line)
-        if gpu:
-            gpu_seen = True
-            lo, hi, cur = (int(v) for v in gpu.groups())
-            if not lo == hi == cur:
-                unlocked.append(f"GPU min {lo} max {hi} current {cur} Hz")
-            continue
-        cpu = _CPU_LINE.match(line)
-        if cpu:
-            fields = dict(_FIELD.findall(cpu.group(2)))
-            if fields.get("Online", "1") != "1":
-                continue
-            try:
-                lo, hi, cur = int(fields["MinFreq"]), int(fields["MaxFreq"]), int(fields["CurrentFreq"])
-            except (KeyError, ValueError):
-                continue
-            cpus_online += 1
-            if not lo == hi == cur:
-                unlocked.append(f"cpu{cpu.group(1)} min {lo} max {hi} current {cur} kHz")
-    if unlocked:
-        more = f" (+{len(unlocked) - 1} more)" if len(unlocked) > 1 else ""
-        return False, f"clocks not locked: {unlocked[0]}{more}"
-    if gpu_seen and cpus_online:
-        return True, f"clocks locked: GPU and {cpus_online} online CPU(s) at min == max == current"
-    if not gpu_seen and not cpus_online:
-        return None, "no CPU or GPU clock lines in `jetson_clocks --show` output"
-    missing = "GPU" if not gpu_seen else "CPU"
-    return None, f"no {missing} clock line in `jetson_clocks --show` output"
-
-
-def parse_jetson_clocks_show(text: str) -> bool | None:
-    """True when the GPU and every online CPU run at MinFreq == MaxFreq == CurrentFreq; False when any does
-    not; None when the output has no clock lines to judge by."""
-    return _analyse_jetson_clocks(text)[0]
-
-
-def _run_tool(run: Callable[..., Any], tool: str, args: list[str], *, root_hint: str = ""
-              ) -> tuple[str | None, str]:
-    """(stdout, problem): stdout on success, else None and a one-line reason."""
-    path = _find_tool(tool) or tool
-    shown = " ".join([tool, *args])
-    try:
-        done = run([path, *args], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                   universal_newlines=True, timeout=15, check=False)
-    except FileNotFoundError:
-        return None, f"{tool} not found ({NOT_A_JETSON}, or JetPack's tools are not on PATH)"
-    except PermissionError:
-        return None, f"permission denied running `{shown}`{root_hint}"
-    except subprocess.TimeoutExpired:
-        return None, f"`{shown}` timed out"
-    except OSError as exc:
-        return None, f"could not run `{shown}`: {exc}"
-    out = done.stdout or ""
-    if done.returncode != 0:
-        said = " ".join(((done.stderr or "") + " " + out).split())[:160]
-        hint = root_hint if root_hint and (_not_root() or "root" in said.lower()) else ""
-        return None, f"`{shown}` failed (exit {done.returncode}{': ' + said if said else ''}){hint}"
-    return out, ""
-
-
-def _not_root() -> bool:
-    geteuid = getattr(os, "geteuid", None)
-    return geteuid is not None and geteuid() != 0
-
-
-def read_clock_state(run: Callable[..., Any] = subprocess.run) -> ClockState:
-    """Power mode from `nvpmodel -q` and lock state from `jetson_clocks --show`; never raises.
-
-    Missing tools (not a Jetson) or a refused `jetson_clocks --show` (it needs root) give None fields and
-    `details` saying why. `run` stands in for `subprocess.run` in tests.
-    """
-    notes: list[str] = []
-    mode: str | None = None
-    mode_id: int | None = None
-
-    out, problem = _run_tool(run, "nvpmodel", ["-q"])
-    if out is None:
-        notes.append(f"power mode unknown: {problem}")
-    else:
-        mode, mode_id = parse_nvpmodel(out)
-        if mode is None:
-            notes.append(f"power mode unknown: no 'NV Power Mode:' line in `nvpmodel -q` output {out.strip()!r:.80}")
-        else:
-            notes.append(f"power mode {mode}" + (f" (id {mode_id})" if mode_id is not None else ""))
-
-    root_hint = ("; jetson_clocks --show needs root: run `kd2trt bench` with sudo, or lock the clocks with "
-                 "`sudo jetson_clocks` first")
-    out, problem = _run_tool(run, "jetson_clocks", ["--show"], root_hint=root_hint)
-    locked: bool | None = None
-    if out is None:
-        notes.append(f"clock lock state unknown: {problem}")
-    else:
-        locked, why = _analyse_jetson_clocks(out)
-        if locked is None and "root" in out.lower():  # a version that refuses non-root but exits 0
-            why += root_hint
-        notes.append(why)
-        if mode is None:  # jetson_clocks --show also prints the power mode
-            shown_mode, _ = parse_nvpmodel(out)
-            if shown_mode is not None:
-                mode = shown_mode
-                notes.append(f"power mode {mode} (from jetson_clocks --show)")
-    return ClockState(power_mode=mode, power_mode_id=mode_id, clocks_locked=locked, details="; ".join(notes))
-
-
-def is_jetson(release_file: str | os.PathLike[str] = JETSON_RELEASE_FILE,
-              compatible_file: str | os.PathLike[str] = DEVICE_TREE_COMPATIBLE) -> bool:
-    """True on an NVIDIA Jetson (L4T): /etc/nv_tegra_release exists, or the device tree says nvidia,tegra*.
-
-    The one Jetson test in kd2trt (:func:`kd2trt.trt.jetson.detect_jetson` asks it too)."""
-    if os.path.isfile(release_file):
-        return True
-    try:
-        with open(compatible_file, "rb") as handle:
-            return b"nvidia,tegra" in handle.read()
-    except OSError:
-        return False

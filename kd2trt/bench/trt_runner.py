@@ -5,47 +5,11 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-import numpy as np
-
-from kd2trt.bench.runners import RunnerInfo
-from kd2trt.bench.stage import Candidate
 from kd2trt.errors import Kd2trtError
-
-if TYPE_CHECKING:
-    from kd2trt.trt.manifest import EngineManifest
-
-
-class TrtBenchRunner:
-    """Host batch in, host logits out: transfers and synchronisation inside the timed call."""
-
-    def __init__(self, engine: Path, info: RunnerInfo, cuda_graphs: bool = False):
-        from kd2trt.trt.runner import TrtRunner
-
-        # runnable_engines has already checked the bytes against the manifest: hash them once, not twice
-        self.runner = TrtRunner(engine, use_cuda_graph=cuda_graphs, verify_sha256=False)
-        self.info = info
-
-    def infer(self, batch: np.ndarray) -> np.ndarray:
-        """One batch the profile accepts (the latency harness checks `batch_range` first)."""
-        return self.runner.infer(batch)
-
-    def infer_many(self, images: np.ndarray) -> np.ndarray:
-        """Any number of images (the accuracy pass): chunks the profile accepts, a short last one padded."""
-        return self.runner.infer_many(images)
-
-    @property
-    def batch_range(self) -> tuple[int, int]:
-        """The batch sizes the engine's optimisation profile accepts, inclusive."""
-        return self.runner.min_batch, self.runner.max_batch
-
-    def time_compute(self, batch: np.ndarray, iterations: int) -> list[float] | None:
-        """GPU compute per enqueue (CUDA events, input resident): trtexec's "GPU Compute Time"."""
-        return self.runner.time_compute(batch, iterations)
-
-    def close(self) -> None:
-        self.runner.close()
+from kd2trt.manifests import EngineManifest
+from kd2trt.runner import Candidate, RunnerInfo
+from kd2trt.trt.manifest import check_runtime_compatible, read_manifest, verify_engine_file
 
 
 def runnable_engines(engines: list[Path], trt_version: str, compute_capability: str, gpu_name: str | None,
@@ -53,8 +17,6 @@ def runnable_engines(engines: list[Path], trt_version: str, compute_capability: 
     """The engines this TensorRT and GPU can run, with their manifests. Each other one — no manifest, an
     invalid one, bytes that do not match it, built for another TensorRT or GPU — becomes a `skipped` line
     saying why, so that one bad engine does not stop the bench. Pure: no TensorRT, no GPU needed."""
-    from kd2trt.trt.manifest import check_runtime_compatible, read_manifest, verify_engine_file
-
     runnable = []
     for engine in engines:
         try:
@@ -71,6 +33,7 @@ def runnable_engines(engines: list[Path], trt_version: str, compute_capability: 
 def engine_candidates(engines: list[Path], skipped: list[str], cuda_graphs: bool = False) -> Iterator[Candidate]:
     from kd2trt.trt import cuda_memory
     from kd2trt.trt.capabilities import probe_environment
+    from kd2trt.trt.runner import TrtRunner
 
     caps, reason = probe_environment()
     if caps is None:
@@ -88,4 +51,6 @@ def engine_candidates(engines: list[Path], skipped: list[str], cuda_graphs: bool
                           file_bytes=os.path.getsize(engine))
         if cuda_graphs:
             info.notes.append("TensorRT engines replayed as CUDA graphs")
-        yield Candidate(info, lambda e=engine, i=info: TrtBenchRunner(e, i, cuda_graphs))
+        # runnable_engines has already checked the bytes against the manifest: hash them once, not twice
+        yield Candidate(info, lambda e=engine, i=info: TrtRunner(e, info=i, use_cuda_graph=cuda_graphs,
+                                                                 verify_sha256=False))

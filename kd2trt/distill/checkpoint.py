@@ -19,11 +19,11 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError,
 from torch import nn
 
 from kd2trt import __version__
-from kd2trt.artifacts import load_torch
 from kd2trt.config import DataConfig
 from kd2trt.data import Preprocessing
 from kd2trt.errors import Kd2trtError
 from kd2trt.models import build_model
+from kd2trt.torch_io import load_torch
 
 FORMAT = 1
 ROLES = ("teacher", "student", "baseline")

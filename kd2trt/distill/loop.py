@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from rich.console import Console
@@ -22,12 +22,18 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 
-from kd2trt.artifacts import atomic_torch_save, atomic_write_json, load_torch
+from kd2trt.artifacts import atomic_write_json
 from kd2trt.config import TrainConfig
 from kd2trt.distill.distributed import DistContext
 from kd2trt.errors import Kd2trtError
-from kd2trt.evaluation import predict, top1
+from kd2trt.evaluation import predict
+from kd2trt.layout import RunLayout
+from kd2trt.metrics import top1
+from kd2trt.torch_io import atomic_torch_save, load_torch
 
+#: True: continue from the resume state, refusing one of another recipe; "matching": continue only from a state of
+#: this recipe, else start afresh (what `kd2trt run` does after a recipe change); False: start afresh.
+Resume = bool | Literal["matching"]
 StepFn = Callable[[nn.Module, tuple[torch.Tensor, torch.Tensor, torch.Tensor]], tuple[torch.Tensor, dict[str, float]]]
 CheckpointFn = Callable[[nn.Module, dict[str, Any]], dict[str, Any]]
 
@@ -89,12 +95,12 @@ def _progress(console: Console, enabled: bool) -> Progress:
                     console=console, transient=True, disable=not enabled)
 
 
-def fit(stage: Stage, val_set: Dataset, ctx: DistContext, run_dir: Path, *, seed: int, batch_size: int,
-        num_workers: int, resume: bool, console: Console, tensorboard: Any = None) -> FitResult:
+def fit(stage: Stage, val_set: Dataset, ctx: DistContext, layout: RunLayout, *, seed: int, batch_size: int,
+        num_workers: int, resume: Resume, console: Console, tensorboard: Any = None) -> FitResult:
     """Train `stage` for its epochs, keeping the best-on-validation weights in `stage.model`."""
     config = stage.train
-    last_path = run_dir / f"{stage.role}.last.pt"
-    metrics_path = run_dir / f"{stage.role}.metrics.json"
+    last_path = layout.resume_state(stage.role)
+    metrics_path = layout.metrics(stage.role)
     sampler = DistributedSampler(stage.train_set, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True,
                                  seed=seed, drop_last=False)
     loader = _loader(stage.train_set, batch_size, num_workers, sampler)
@@ -114,8 +120,8 @@ def fit(stage: Stage, val_set: Dataset, ctx: DistContext, run_dir: Path, *, seed
     result = FitResult(best_epoch=-1, best_val_top1=-math.inf, epochs_run=0, seconds=0.0)
     best_state = {k: v.detach().clone() for k, v in stage.model.state_dict().items()}
     start_epoch = 0
-    if resume and last_path.is_file():
-        state = _read_resume_state(last_path, stage.config_hash)
+    state = _read_resume_state(last_path, stage.config_hash, resume) if resume and last_path.is_file() else None
+    if state is not None:
         stage.trainable.load_state_dict(state["trainable"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -172,7 +178,7 @@ def fit(stage: Stage, val_set: Dataset, ctx: DistContext, run_dir: Path, *, seed
             if ctx.is_main:
                 if improved:
                     atomic_torch_save(stage.make_checkpoint(stage.model, _best_metrics(result)),
-                                      run_dir / f"{stage.role}.pt")
+                                      layout.checkpoint(stage.role))
                 atomic_torch_save(_resume_state(stage, optimizer, scheduler, scaler, best_state, result, epoch),
                                   last_path)
                 atomic_write_json(metrics_path, result.history)
@@ -210,11 +216,14 @@ def _resume_state(stage: Stage, optimizer: torch.optim.Optimizer, scheduler: Any
     }
 
 
-def _read_resume_state(path: Path, config_hash: str) -> dict[str, Any]:
+def _read_resume_state(path: Path, config_hash: str, resume: Resume) -> dict[str, Any] | None:
+    """The resume state at `path`; with resume="matching", None (start afresh) when it is for another recipe."""
     state = load_torch(path, "this resume state cannot be used: delete it to start the stage afresh")
     if not isinstance(state, dict) or "config_hash" not in state or "trainable" not in state:
         raise Kd2trtError(f"{path}: not a kd2trt resume state; delete it to start the stage afresh")
     if state["config_hash"] != config_hash:
+        if resume == "matching":
+            return None
         raise Kd2trtError(f"{path}: was written by a run with another config; delete it, or run without "
                           "--resume to start afresh")
     return state

@@ -21,16 +21,20 @@ from rich.table import Table
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
-from kd2trt.artifacts import atomic_torch_save, atomic_write_json, atomic_write_text
+from kd2trt.artifacts import atomic_write_json, atomic_write_text
 from kd2trt.config import ModelConfig, RunConfig, dump_config
 from kd2trt.data import DataSplits, ImageDataset, labeled_mask, load_data
 from kd2trt.distill.checkpoint import make_checkpoint
 from kd2trt.distill.distributed import DistContext, init_distributed
-from kd2trt.distill.loop import FitResult, Stage, fit
+from kd2trt.distill.loop import FitResult, Resume, Stage, fit
 from kd2trt.distill.losses import DistillationLoss, HintAdapter, hard_label_ce
 from kd2trt.errors import Kd2trtError
-from kd2trt.evaluation import predict, top1
+from kd2trt.evaluation import predict
+from kd2trt.layout import RunLayout
+from kd2trt.metrics import top1
 from kd2trt.models import FeatureTap, build_model, count_parameters, load_weights, model_spec, tapped
+from kd2trt.results import StageResult
+from kd2trt.torch_io import atomic_torch_save
 
 
 @dataclass
@@ -101,14 +105,15 @@ class StageReport:
 class DistillRun:
     """The stages of one `kd2trt distill` invocation, sharing data, device and run directory."""
 
-    def __init__(self, config: RunConfig, run_dir: Path, resume: bool, console: Console):
+    def __init__(self, config: RunConfig, run_dir: Path, resume: Resume, console: Console):
         self.config = config
-        self.run_dir = run_dir
+        self.layout = RunLayout(run_dir)
         self.resume = resume
         self.console = console
         self.ctx: DistContext = init_distributed(config.device)
         self.data: DataSplits = load_data(config.data)
-        self.tensorboard = _tensorboard_writer(run_dir) if config.tensorboard and self.ctx.is_main else None
+        use_tensorboard = config.tensorboard and self.ctx.is_main
+        self.tensorboard = _tensorboard_writer(self.layout.tensorboard_dir) if use_tensorboard else None
         train_labels = self.data.train.labels
         self.labeled = labeled_mask(train_labels, config.data.labeled_fraction, config.seed)
 
@@ -132,7 +137,7 @@ class DistillRun:
         return make
 
     def _fit(self, stage: Stage) -> FitResult:
-        return fit(stage, self.data.val, self.ctx, self.run_dir, seed=self.config.seed,
+        return fit(stage, self.data.val, self.ctx, self.layout, seed=self.config.seed,
                    batch_size=self.config.data.batch_size, num_workers=self.config.data.num_workers,
                    resume=self.resume, console=self.console, tensorboard=self.tensorboard)
 
@@ -143,7 +148,7 @@ class DistillRun:
         report = StageReport(role, count_parameters(model), val_top1, test_top1, result is not None, result)
         if self.ctx.is_main:
             metrics = {k: v for k, v in report.as_dict().items() if k != "params"}
-            atomic_torch_save(self._checkpoint_fn(role, spec)(model, metrics), self.run_dir / f"{role}.pt")
+            atomic_torch_save(self._checkpoint_fn(role, spec)(model, metrics), self.layout.checkpoint(role))
         self.ctx.barrier()
         return report
 
@@ -271,16 +276,28 @@ class DistillRun:
         return outputs
 
 
-def run_distill(config: RunConfig, run_dir: Path | None = None, *, resume: bool = False,
+def distill_stage(config: RunConfig, layout: RunLayout, console: Console, resume: bool) -> StageResult:
+    """The distill stage of `kd2trt run`: resume only a state written for this recipe, else start afresh."""
+    summary = run_distill(config, layout.root, resume="matching" if resume else False, console=console)
+    roles = ["teacher", "student"] + (["baseline"] if config.distill.baseline else [])
+    text = f"student {summary['student']['test_top1']:.2f}% (teacher {summary['teacher']['test_top1']:.2f}%)"
+    return StageResult([layout.checkpoint(r) for r in roles] + [layout.distill_summary], text, report=summary)
+
+
+def run_distill(config: RunConfig, run_dir: Path | None = None, *, resume: Resume = False,
                 console: Console | None = None) -> dict[str, Any]:
-    """Run teacher → student (→ baseline); write checkpoints, metrics and `distill.json`; return the summary."""
+    """Run teacher → student (→ baseline); write checkpoints, metrics and `distill.json`; return the summary.
+
+    `resume`: True continues each stage from its resume state and refuses one written for another recipe;
+    "matching" continues only from a state written for this recipe and starts afresh otherwise.
+    """
     console = console or Console()
     run_dir = Path(run_dir or config.run_dir)
     started = time.perf_counter()
     run = DistillRun(config, run_dir, resume, console)
     if run.ctx.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(run_dir / "config.yaml", dump_config(config))
+        atomic_write_text(run.layout.config_file, dump_config(config))
     run.ctx.barrier()
     teacher, teacher_report = run.teacher()
     reports = [teacher_report, run.student(teacher)]
@@ -288,7 +305,7 @@ def run_distill(config: RunConfig, run_dir: Path | None = None, *, resume: bool 
         reports.append(run.baseline())
     summary = _summary(config, run, reports, time.perf_counter() - started)
     if run.ctx.is_main:
-        atomic_write_json(run_dir / "distill.json", summary)
+        atomic_write_json(run.layout.distill_summary, summary)
         console.print(_summary_table(reports))
         console.print(f"checkpoints, metrics and distill.json in {run_dir}")
     if run.tensorboard is not None:
@@ -327,9 +344,9 @@ def _summary_table(reports: list[StageReport]) -> Table:
     return table
 
 
-def _tensorboard_writer(run_dir: Path) -> Any:
+def _tensorboard_writer(log_dir: Path) -> Any:
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
         raise Kd2trtError("tensorboard: true needs the tensorboard package: pip install tensorboard") from None
-    return SummaryWriter(log_dir=str(run_dir / "tensorboard"))
+    return SummaryWriter(log_dir=str(log_dir))

@@ -24,7 +24,6 @@ The format, as written by TensorRT 8.5-10.x::
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
@@ -33,20 +32,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
 
 from kd2trt.artifacts import atomic_write_bytes
-from kd2trt.errors import Kd2trtError
+from kd2trt.errors import Kd2trtError, TrtVersionError
+from kd2trt.manifests import CacheManifest, read_manifest
+from kd2trt.targets import TrtVersion
 
 __all__ = [
     "CALIBRATION_ALGORITHMS",
-    "MANIFEST_KIND",
     "TRT_ALGORITHMS",
     "CalibCacheError",
     "CalibrationCache",
-    "TrtVersion",
     "check_compatible",
-    "manifest_path",
     "parse_cache",
     "read_cache",
     "read_cache_manifest",
@@ -85,101 +82,15 @@ CALIBRATION_ALGORITHMS: Mapping[str, str] = MappingProxyType(
     }
 )
 
-# The three version spellings kd2trt accepts; a fourth build component (``tensorrt.__version__`` is e.g.
-# "10.3.0.26" or "8.5.3.1") is accepted and dropped because TensorRT's header ignores the build number.
-_VERSION_RE = re.compile(r"(\d+)\.(\d+)(?:\.(\d+))?(?:\.\d+)?")
-_VERSION_FORMS = '"MAJOR.MINOR" or "MAJOR.MINOR.PATCH", e.g. "8.5", "8.6.2", "10.3" or "10.14.1"'
 _HEADER_RE = re.compile(r"TRT-([1-9][0-9]*)-([A-Za-z][A-Za-z0-9_]*)")
 _HEX_RE = re.compile(r"[0-9a-fA-F]{1,8}")
 _SEPARATOR = ": "
 _LINE_FORM = (
     'each line after the header must be "<tensor name>: <scale as 1-8 hex digits>", e.g. "input: 3c010a14"'
 )
-# The first TensorRT major version that uses the major*10000 header encoding. 10.x certainly does (the
-# fixtures TRT-100100 and TRT-101401 prove it). Whether 9.x (an LLM-only release line) does could not be
-# verified: no TensorRT 9 header defining NV_TENSORRT_VERSION was found. 9.x introduced the API generation
-# that 10.x shipped (BF16/INT64/FP8 types), and the 8.x encoding cannot represent minor versions >= 10, so
-# 9.x is assumed to use the 10.x formula (9.3.0 -> 90300). A real 9.x cache with a 4-digit number would be
-# rejected with a clear error by :meth:`TrtVersion.from_header_number` rather than misread.
-_WIDE_ENCODING_MAJOR = 9
-
-
 def _show(text: str, limit: int = 80) -> str:
     """Quote a line for an error message, shortened: TorchScript tensor names run to hundreds of chars."""
     return repr(text if len(text) <= limit else text[: limit - 3] + "...")
-
-
-@dataclass(frozen=True, order=True)
-class TrtVersion:
-    """A TensorRT release, as far as the calibration-cache header can tell releases apart.
-
-    The build number is not part of it because TensorRT does not write it into the header.
-    """
-
-    major: int
-    minor: int
-    patch: int = 0
-
-    def __post_init__(self) -> None:
-        for name in ("major", "minor", "patch"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise CalibCacheError(
-                    f"TensorRT version {name} must be a non-negative integer, got {value!r}"
-                )
-        if self.major < 1:
-            raise CalibCacheError(
-                f"TensorRT major version must be >= 1, got {self.major}; use {_VERSION_FORMS}"
-            )
-
-    @classmethod
-    def parse(cls, text: str) -> TrtVersion:
-        """Parse a user-supplied version such as ``--trt-version 10.3``; a missing patch means ``.0``."""
-        match = _VERSION_RE.fullmatch(text.strip()) if isinstance(text, str) else None
-        if match is None:
-            raise CalibCacheError(f"TensorRT version {text!r} is not understood; use {_VERSION_FORMS}")
-        major, minor, patch = match.groups()
-        return cls(int(major), int(minor), int(patch or 0))
-
-    @property
-    def header_number(self) -> int:
-        """The number TensorRT writes after ``TRT-``: 8.5.2 -> 8502, 10.3.0 -> 100300.
-
-        TensorRT <= 8.x writes ``major*1000 + minor*100 + patch``; 10.x writes ``major*10000 + minor*100 +
-        patch`` (``NV_TENSORRT_VERSION``). 9.x is assumed to use the 10.x formula (see the module notes).
-        """
-        if self.major >= _WIDE_ENCODING_MAJOR:
-            if self.minor > 99 or self.patch > 99:
-                raise CalibCacheError(f"TensorRT {self} cannot be written in a calibration-cache header")
-            return self.major * 10000 + self.minor * 100 + self.patch
-        if self.minor > 9 or self.patch > 99:
-            raise CalibCacheError(f"TensorRT {self} cannot be written in a calibration-cache header")
-        return self.major * 1000 + self.minor * 100 + self.patch
-
-    @classmethod
-    def from_header_number(cls, number: int) -> TrtVersion:
-        """Invert :attr:`header_number`: 8501 -> 8.5.1, 101401 -> 10.14.1.
-
-        The two encodings do not overlap for real releases (4 digits for majors 1-8, 5+ digits for majors
-        >= 9), so the number alone identifies the version. Numbers outside both ranges are refused instead of
-        guessed, because a wrong guess would produce a header TensorRT silently ignores.
-        """
-        if 1000 <= number < _WIDE_ENCODING_MAJOR * 1000:
-            return cls(number // 1000, number // 100 % 10, number % 100)
-        if number >= _WIDE_ENCODING_MAJOR * 10000:
-            return cls(number // 10000, number // 100 % 100, number % 100)
-        raise CalibCacheError(
-            f"{number} is not a TensorRT version number: expected 4 digits for TensorRT 8.x and earlier "
-            f"(8502 = 8.5.2) or 5+ digits for TensorRT 9 and later (100300 = 10.3.0)"
-        )
-
-    @property
-    def supports_implicit_int8(self) -> bool:
-        """Whether this TensorRT still has INT8 calibrators; TensorRT 11 removed them (Q/DQ only)."""
-        return self.major < 11
-
-    def __str__(self) -> str:
-        return f"{self.major}.{self.minor}.{self.patch}"
 
 
 def resolve_algorithm(name: str) -> str:
@@ -339,7 +250,7 @@ def parse_cache(text: str, source: str = "<string>") -> CalibrationCache:
         )
     try:
         version = TrtVersion.from_header_number(int(number))
-    except CalibCacheError as exc:
+    except TrtVersionError as exc:
         raise CalibCacheError(f"{source}:1: header {_show(header)}: {exc}") from None
 
     scales: dict[str, float] = {}
@@ -394,51 +305,11 @@ def read_cache(path: str | os.PathLike[str]) -> CalibrationCache:
     return parse_cache(text, source=str(path))
 
 
-#: The ``kind`` of the JSON manifest `kd2trt export` writes beside each cache (``<cache>.json``).
-MANIFEST_KIND = "kd2trt calibration cache"
-_SHA256_RE = re.compile(r"[0-9a-f]{64}")
-
-
-def manifest_path(cache_path: str | os.PathLike[str]) -> Path:
-    """Where the manifest of a cache lives: ``student.calib-trt10.3.0.cache`` -> ``….cache.json``."""
-    cache_path = Path(cache_path)
-    return cache_path.with_name(cache_path.name + ".json")
-
-
-def read_cache_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read a cache's JSON manifest; anything unreadable or malformed is a one-line error naming the file.
-
-    Checked: UTF-8 JSON, an object of kind :data:`MANIFEST_KIND`, a sha256 hex ``source_onnx_sha256`` (what
-    the cache is checked against) and an object ``calibration`` record (carried forward when it is reused).
-    """
-    path = Path(path)
-    fix = "restore the .json written with the cache, re-run `kd2trt export --int8`, or pass --force"
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise CalibCacheError(f"{path}: calibration-cache manifest not found; {fix}") from None
-    except IsADirectoryError:
-        raise CalibCacheError(f"{path}: is a directory, not a calibration-cache manifest; {fix}") from None
-    except OSError as exc:
-        raise CalibCacheError(f"cannot read calibration-cache manifest {path}: {exc.strerror or exc}") from None
-    try:
-        manifest = json.loads(data.decode("utf-8"))
-    except UnicodeDecodeError as exc:
-        raise CalibCacheError(f"{path}: not UTF-8 text (byte {exc.start}), so not a calibration-cache manifest; "
-                              f"{fix}") from None
-    except json.JSONDecodeError as exc:
-        raise CalibCacheError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg}); {fix}") from None
-    if not isinstance(manifest, dict) or manifest.get("kind") != MANIFEST_KIND:
-        found = f"a JSON {type(manifest).__name__}" if not isinstance(manifest, dict) else \
-            f"kind {manifest.get('kind')!r}"
-        raise CalibCacheError(f"{path}: not a calibration-cache manifest (expected a JSON object with kind "
-                              f"{MANIFEST_KIND!r}, found {found}); {fix}")
-    sha = manifest.get("source_onnx_sha256")
-    if not isinstance(sha, str) or _SHA256_RE.fullmatch(sha) is None:
-        raise CalibCacheError(f"{path}: 'source_onnx_sha256' is {sha!r}, not a sha256 hex digest; {fix}")
-    if not isinstance(manifest.get("calibration"), dict):
-        raise CalibCacheError(f"{path}: 'calibration' record is missing or not an object; {fix}")
-    return manifest
+def read_cache_manifest(path: str | os.PathLike[str]) -> CacheManifest:
+    """A cache's JSON manifest (`<cache>.json`, what it was calibrated for); anything unreadable or malformed is
+    a one-line error naming the file."""
+    return read_manifest(path, CacheManifest, "calibration-cache manifest",
+                         "restore the .json written with the cache, re-run `kd2trt export --int8`, or pass --force")
 
 
 def write_cache(cache: CalibrationCache, path: str | os.PathLike[str]) -> None:

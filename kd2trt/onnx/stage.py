@@ -11,7 +11,6 @@ header names the one TensorRT release that will read it.
 from __future__ import annotations
 
 import functools
-import platform
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,43 +18,33 @@ from typing import Any
 
 import numpy as np
 import onnx
-import onnxruntime
 import torch
 from rich.console import Console
 from rich.markup import escape
 from torch import nn
 
-from kd2trt import __version__
 from kd2trt.artifacts import atomic_path, atomic_write_json, sha256_file
-from kd2trt.config import ExportConfig
+from kd2trt.config import ExportConfig, RunConfig
 from kd2trt.data import DataSplits, Preprocessing, load_data
 from kd2trt.distill.checkpoint import data_config_of, model_from_checkpoint, preprocessing_of, read_checkpoint
 from kd2trt.errors import Kd2trtError
-from kd2trt.onnx import calibration, runtime
-from kd2trt.onnx.calib_cache import (
-    MANIFEST_KIND,
-    CalibCacheError,
-    CalibrationCache,
-    TrtVersion,
-    manifest_path,
-    read_cache,
-    read_cache_manifest,
-    resolve_algorithm,
-    write_cache,
-)
+from kd2trt.evaluation import TorchRunner
+from kd2trt.layout import ModelFiles, RunLayout, sidecar
+from kd2trt.manifests import CacheManifest, write_manifest
+from kd2trt.metrics import top1
+from kd2trt.onnx import calibration
+from kd2trt.onnx.calib_cache import CalibrationCache, read_cache, read_cache_manifest, resolve_algorithm, write_cache
 from kd2trt.onnx.export import check_onnx, export_onnx, opset_of
 from kd2trt.onnx.fp16 import convert_fp16
 from kd2trt.onnx.parity import Parity, compare, require
 from kd2trt.onnx.qdq import quantize_qdq
-from kd2trt.onnx.targets import parse_target
+from kd2trt.onnx.runtime import OrtRunner
 from kd2trt.onnx.trt_ops import preflight
+from kd2trt.provenance import tool_versions
+from kd2trt.results import StageResult
+from kd2trt.targets import parse_target
 
 PARITY_IMAGES = 512
-
-
-def target_version(text: str) -> TrtVersion:
-    """The release a target's calibration cache is written for (`8.5` -> 8.5.2); see kd2trt.onnx.targets."""
-    return parse_target(text).version
 
 
 @dataclass
@@ -84,7 +73,8 @@ class ExportRun:
         self.role = self.checkpoint["kd2trt"]["role"]
         self.out_dir = self.request.out_dir or self.request.checkpoint.parent
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        self.targets = [target_version(v) for v in self.config.trt_versions]
+        self.files = ModelFiles(self.out_dir, self.role)
+        self.targets = [parse_target(v).version for v in self.config.trt_versions]
 
     @property
     def preprocessing(self) -> Preprocessing:
@@ -105,9 +95,6 @@ class ExportRun:
             self._data = load_data(data_config_of(self.checkpoint), self.preprocessing)
         return self._data
 
-    def path(self, suffix: str, role: str | None = None) -> Path:
-        return self.out_dir / f"{role or self.role}{suffix}"
-
     def split_images(self, split: str, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         dataset = self.data.split(split)
         count = len(dataset) if limit is None else min(limit, len(dataset))
@@ -115,19 +102,14 @@ class ExportRun:
         return images.astype(np.float32), dataset.labels[:count].numpy()
 
 
-def torch_logits(model: nn.Module, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    with torch.no_grad():
-        return np.concatenate([model(torch.from_numpy(images[i:i + batch_size])).numpy()
-                               for i in range(0, len(images), batch_size)]).astype(np.float32)
+def torch_logits(model: nn.Module, images: np.ndarray) -> np.ndarray:
+    with TorchRunner(model) as runner:
+        return runner.infer_many(images)
 
 
 def ort_logits(path: Path, images: np.ndarray, fake_quant: bool = False) -> np.ndarray:
-    return runtime.run_batches(runtime.session(path, fake_quant=fake_quant),
-                               [images[i:i + 256] for i in range(0, len(images), 256)])
-
-
-def top1(logits: np.ndarray, labels: np.ndarray) -> float:
-    return float((logits.argmax(1) == labels).mean() * 100.0)
+    with OrtRunner(path, fake_quant=fake_quant) as runner:
+        return runner.infer_many(images)
 
 
 def _timed(timings: dict[str, float], key: str, started: float) -> None:
@@ -138,7 +120,7 @@ def export_fp32(run: ExportRun, model: nn.Module, role: str, timings: dict[str, 
     """ONNX export → checker → parity gate → onnxslim → parity gate again, all before the file is renamed
     to its final path: a graph that fails a gate is never left where bench or the engine build would find it."""
     started = time.perf_counter()
-    onnx_path = run.path(".onnx", role)
+    onnx_path = ModelFiles(run.out_dir, role).onnx("fp32")
     val_images, _ = run.split_images("val", PARITY_IMAGES)
     reference = torch_logits(model, val_images)
     atol = run.config.parity_atol
@@ -188,7 +170,7 @@ def run_preflight(run: ExportRun, onnx_path: Path) -> dict[str, Any]:
 
 def export_fp16(run: ExportRun, fp32_path: Path, timings: dict[str, float]) -> dict[str, Any]:
     started = time.perf_counter()
-    fp16_path = run.path(".fp16.onnx")
+    fp16_path = run.files.onnx("fp16")
     val_images, _ = run.split_images("val", PARITY_IMAGES)
     reference = ort_logits(fp32_path, val_images)
     checked: list[Parity] = []
@@ -226,29 +208,36 @@ def export_int8(run: ExportRun, fp32_path: Path, onnx_sha: str, timings: dict[st
         if not version.supports_implicit_int8:
             continue  # TensorRT 11 has no calibrator: its INT8 comes from the Q/DQ graph alone
         cache = CalibrationCache.from_amax(amax, version, resolve_algorithm(method))
-        cache_path = run.path(f".calib-trt{version}.cache")
+        cache_path = run.files.calib_cache(version)
         write_cache(cache, cache_path)
-        manifest = {"kind": MANIFEST_KIND, "cache": cache_path.name, "header": cache.header,
-                    "trt_version": str(version), "algorithm": cache.algorithm, "tensors": len(cache.scales),
-                    "source_onnx": fp32_path.name, "source_onnx_sha256": onnx_sha, "calibration": calib_record,
-                    "preprocessing": run.checkpoint["preprocessing"], "tools": tool_versions()}
-        atomic_write_json(manifest_path(cache_path), manifest)
+        manifest = CacheManifest(cache=cache_path.name, header=cache.header, trt_version=str(version),
+                                 algorithm=cache.algorithm, tensors=len(cache.scales), source_onnx=fp32_path.name,
+                                 source_onnx_sha256=onnx_sha, calibration=calib_record,
+                                 preprocessing=run.checkpoint["preprocessing"], tools=tool_versions())
+        write_manifest(sidecar(cache_path), manifest)
         caches.append({"path": str(cache_path), "header": cache.header, "sha256": sha256_file(cache_path)})
     started = time.perf_counter()
-    qdq_path = quantize_qdq(fp32_path, run.path(".int8.onnx"), ranges)
+    qdq_path = quantize_qdq(fp32_path, run.files.onnx("int8"), ranges)
     _timed(timings, "qdq_seconds", started)
     return {"qdq_onnx": {"path": str(qdq_path), "sha256": sha256_file(qdq_path)}, "caches": caches,
             "calibration": calib_record, "tensors": len(amax)}
 
 
 def calibration_set(run: ExportRun) -> calibration.CalibrationSet:
-    prep = run.preprocessing
-    if run.request.calib_data is not None:
-        return calibration.calibration_set_from_file(run.request.calib_data,
-                                                     (prep.channels, prep.image_size, prep.image_size))
-    spec = run.checkpoint["data"]["spec"]
-    return calibration.calibration_set_from_split(run.data.train, run.config.calib_images, run.config.calib_seed,
-                                                  f"{spec} train split")
+    return calibration_set_for(run.checkpoint, run.config, run.request.calib_data, run.data)
+
+
+def calibration_set_for(checkpoint: dict[str, Any], config: ExportConfig, calib_data: Path | None = None,
+                        data: DataSplits | None = None) -> calibration.CalibrationSet:
+    """The calibration images of a checkpoint: `calib_data` if given, else the stratified train-split sample
+    the export section asks for -- the same set for `kd2trt export` and for live calibration in the engines
+    stage, preprocessed as in training."""
+    prep = preprocessing_of(checkpoint)
+    if calib_data is not None:
+        return calibration.calibration_set_from_file(calib_data, (prep.channels, prep.image_size, prep.image_size))
+    data = data or load_data(data_config_of(checkpoint), prep)
+    return calibration.calibration_set_from_split(data.train, config.calib_images, config.calib_seed,
+                                                  f"{checkpoint['data']['spec']} train split")
 
 
 def _reused_cache(run: ExportRun, onnx_sha: str) -> tuple[dict[str, float], dict[str, Any]]:
@@ -260,12 +249,12 @@ def _reused_cache(run: ExportRun, onnx_sha: str) -> tuple[dict[str, float], dict
     path = run.request.calib_cache
     assert path is not None
     cache = read_cache(path)
-    manifest_file = manifest_path(path)
-    manifest: dict[str, Any] | None = None
+    manifest_file = sidecar(path)
+    manifest: CacheManifest | None = None
     if manifest_file.exists():
         try:
             manifest = read_cache_manifest(manifest_file)
-        except CalibCacheError as exc:
+        except Kd2trtError as exc:
             if not run.request.force:
                 raise
             run.console.print(f"[yellow]warning:[/] {escape(str(exc))} — used anyway (--force)", highlight=False)
@@ -273,13 +262,13 @@ def _reused_cache(run: ExportRun, onnx_sha: str) -> tuple[dict[str, float], dict
         raise Kd2trtError(f"{path}: no manifest ({manifest_file.name}) beside it, so it cannot be checked "
                           "against this ONNX; copy the .json written with it, or pass --force")
     if manifest is not None and not run.request.force:
-        calibrated_for = manifest["source_onnx_sha256"]
+        calibrated_for = manifest.source_onnx_sha256
         if calibrated_for != onnx_sha:
             raise Kd2trtError(f"{path}: was calibrated for another ONNX (sha256 {calibrated_for[:12]}…, this one "
                               f"{onnx_sha[:12]}…); its scales would be wrong — recalibrate with "
                               "`kd2trt export --int8` on the host, or pass --force")
     if manifest is not None:
-        record = {**manifest["calibration"], "reused_from": str(path)}
+        record = {**manifest.calibration, "reused_from": str(path)}
     else:  # --force without a manifest: where the ranges came from is unknown
         record = {"method": None, "source": f"unknown (reused cache {path} has no manifest)", "images": None,
                   "reused_from": str(path)}
@@ -305,11 +294,6 @@ def int8_preview(run: ExportRun, fp32: Path, fp16: Path | None, qdq: Path | None
         out["int8_vs_fp32"] = compare(fp32_logits, qdq_logits).as_dict()
         out["int8_drop_points"] = top1(fp32_logits, labels) - top1(qdq_logits, labels)
     return out
-
-
-def tool_versions() -> dict[str, str]:
-    return {"kd2trt": __version__, "torch": torch.__version__, "onnx": onnx.__version__,
-            "onnxruntime": onnxruntime.__version__, "python": platform.python_version()}
 
 
 def run_export(request: ExportRequest, config: ExportConfig, console: Console | None = None) -> dict[str, Any]:
@@ -347,5 +331,16 @@ def run_export(request: ExportRequest, config: ExportConfig, console: Console | 
     summary["preview"] = int8_preview(run, fp32_path, fp16_path, qdq_path, model)
     summary["timings"] = {**timings, "total_seconds": round(time.perf_counter() - started, 3)}
     summary["tools"] = tool_versions()
-    atomic_write_json(run.path(".export.json"), summary)
+    atomic_write_json(run.files.export_summary, summary)
     return summary
+
+
+def export_stage(config: RunConfig, layout: RunLayout, console: Console, resume: bool = True) -> StageResult:
+    """The export stage of `kd2trt run`: the student checkpoint's ONNX graphs, caches and preview."""
+    summary = run_export(ExportRequest(layout.checkpoint("student")), config.export, console)
+    outputs = [Path(summary["onnx"]["path"]), layout.model("student").export_summary]
+    outputs += [Path(summary[key]["path"]) for key in ("teacher_onnx", "fp16") if key in summary]
+    if "int8" in summary:
+        outputs += [Path(summary["int8"]["qdq_onnx"]["path"])] + [Path(c["path"]) for c in summary["int8"]["caches"]]
+    text = ", ".join(f"{k} {v:.2f}%" for k, v in summary["preview"]["top1"].items() if "ONNX" in k)
+    return StageResult(outputs, text, report=summary)

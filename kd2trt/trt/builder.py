@@ -43,17 +43,11 @@ from typing import Any
 
 from kd2trt.artifacts import atomic_path, atomic_write_bytes, atomic_write_text, sha256_file
 from kd2trt.errors import Kd2trtError
+from kd2trt.layout import sidecar, slug, trt_short
+from kd2trt.manifests import BuildOptions, EngineManifest, JetsonRecord, PlanRecord
 from kd2trt.trt.calibrator import raise_calibration_error
 from kd2trt.trt.capabilities import TrtCapabilities
-from kd2trt.trt.manifest import (
-    BuildOptions,
-    EngineManifest,
-    JetsonRecord,
-    PlanRecord,
-    _slug,
-    _trt_short,
-    write_manifest,
-)
+from kd2trt.trt.manifest import write_manifest
 from kd2trt.trt.plan import PrecisionPlan
 
 __all__ = [
@@ -82,7 +76,7 @@ def default_workspace_mb(on_jetson: bool) -> int:
 
 def timing_cache_filename(gpu_name: str, cc: str, trt_version: str) -> str:
     """One timing cache per GPU model, compute capability and TensorRT version (tactic timings are all three)."""
-    return f"timing-{_slug(gpu_name or 'gpu')}-sm{cc.replace('.', '')}-trt{_trt_short(trt_version)}.cache"
+    return f"timing-{slug(gpu_name or 'gpu')}-sm{cc.replace('.', '')}-trt{trt_short(trt_version)}.cache"
 
 
 def read_timing_cache(path: Path) -> bytes:
@@ -422,8 +416,7 @@ def build_engine(
     layer_info_file = None
     if write_layer_info:
         config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
-        layer_info_file = Path(layer_info_path) if layer_info_path else engine_path.with_name(
-            engine_path.name + ".layers.json")
+        layer_info_file = Path(layer_info_path) if layer_info_path else sidecar(engine_path, ".layers.json")
 
     timing_file = None
     timing_loaded = False

@@ -44,10 +44,10 @@ from kd2trt.errors import Kd2trtError
 from kd2trt.onnx.calib_cache import (
     CALIBRATION_ALGORITHMS,
     CalibCacheError,
-    TrtVersion,
     check_compatible,
     parse_cache,
 )
+from kd2trt.targets import TrtVersion
 
 __all__ = ["CALIBRATOR_CLASSES", "BatchStream", "CalibrationState", "make_calibrator", "raise_calibration_error"]
 

@@ -27,7 +27,7 @@ import importlib.util
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from kd2trt.onnx.calib_cache import TrtVersion
+from kd2trt.targets import TrtVersion
 
 __all__ = ["TrtCapabilities", "probe", "probe_environment", "tensorrt_installed"]
 

@@ -8,12 +8,13 @@ Sources on the device (all paths injectable, so tests read fixture files):
 * ``nvpmodel -q`` and ``jetson_clocks --show`` -- power mode and clock lock state (optional extras;
   ``jetson_clocks --show`` needs root on most images, so a failure is reported as "unknown").
 
-Whether this *is* a Jetson, and the power mode and clocks, come from :mod:`kd2trt.bench.telemetry`
-(:func:`~kd2trt.bench.telemetry.is_jetson`, :func:`~kd2trt.bench.telemetry.read_clock_state`): one
-implementation for ``kd2trt doctor``, engine manifests and ``kd2trt bench``. That module is standard library
-only and keeps to Python 3.8 as this package does. A Jetson whose ``nv_tegra_release`` is missing (the device
-tree says Jetson) or does not parse is still a Jetson: :func:`detect_jetson` reports L4T ``"unknown"`` with a
-warning rather than pretending the machine is an x86 host.
+Formats: ``nvpmodel -q`` prints a line ``NV Power Mode: <NAME>`` followed by a line holding the mode id;
+``jetson_clocks --show`` prints ``cpuN: Online=1 Governor=... MinFreq=.. MaxFreq=.. CurrentFreq=..`` per CPU
+and ``GPU MinFreq=.. MaxFreq=.. CurrentFreq=..``: clocks are locked when MinFreq == MaxFreq == CurrentFreq for
+the GPU and every online CPU (what ``jetson_clocks`` sets). One implementation serves ``kd2trt doctor``, engine
+manifests and ``kd2trt bench``. A Jetson whose ``nv_tegra_release`` is missing (the device tree says Jetson) or
+does not parse is still a Jetson: :func:`detect_jetson` reports L4T ``"unknown"`` with a warning rather than
+pretending the machine is an x86 host.
 
 L4T -> JetPack -> TensorRT, from NVIDIA's JetPack release pages (developer.nvidia.com/embedded/jetpack
 archive) and DESIGN §3. The TensorRT version is what JetPack *installs*; a container or a pip wheel can bring
@@ -23,14 +24,25 @@ another one, so it is an expectation to compare with, never a substitute for ``t
 from __future__ import annotations
 
 import logging
+import os
 import re
+import shutil
 import subprocess
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from kd2trt.bench.telemetry import DEVICE_TREE_COMPATIBLE, JETSON_RELEASE_FILE, is_jetson, read_clock_state
+NOT_A_JETSON = "not a Jetson"
+JETSON_RELEASE_FILE = "/etc/nv_tegra_release"
+DEVICE_TREE_COMPATIBLE = "/proc/device-tree/compatible"
+# Where JetPack installs its tools, for when they are not on PATH (e.g. /usr/sbin for a non-root user).
+_TOOL_DIRS = ("/usr/bin", "/usr/sbin", "/usr/local/bin")
+_NVP_MODE = re.compile(r"NV Power Mode:\s*(\S.*?)\s*$")
+_BARE_INT = re.compile(r"\s*(\d+)\s*$")
+_CPU_LINE = re.compile(r"^\s*cpu(\d+):\s*(.*)$")
+_GPU_LINE = re.compile(r"^\s*GPU\s+MinFreq=(\d+)\s+MaxFreq=(\d+)\s+CurrentFreq=(\d+)")
+_FIELD = re.compile(r"(\w+)=(\S+)")
 
 __all__ = [
     "JETPACK_TABLE",
@@ -214,3 +226,193 @@ def detect_jetson(
         jetson_clocks=clocks.clocks_locked if clocks else None,
         warning=warning,
     )
+
+
+def find_tool(name: str) -> str | None:
+    """Full path of a tool: as given if it names a path, else on PATH, else in JetPack's usual folders."""
+    if os.sep in name:
+        return name if os.path.isfile(name) and os.access(name, os.X_OK) else None
+    found = shutil.which(name)
+    if found:
+        return found
+    for folder in _TOOL_DIRS:
+        candidate = os.path.join(folder, name)
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# power mode and clocks
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ClockState:
+    """nvpmodel power mode and jetson_clocks lock state; None where unknown, with `details` saying why."""
+
+    power_mode: str | None
+    power_mode_id: int | None
+    clocks_locked: bool | None
+    details: str
+
+    @property
+    def warning(self) -> str | None:
+        """A one-line flag for a latency report when the clocks were not (known to be) locked, else None."""
+        if self.clocks_locked is True:
+            return None
+        if self.clocks_locked is False:
+            return ("clocks were not locked: latency varies with DVFS; run `sudo jetson_clocks` before "
+                    "`kd2trt bench`")
+        return f"clock lock state unknown ({self.details})"
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def parse_nvpmodel(text: str) -> tuple[str | None, int | None]:
+    """(mode name, mode id) from `nvpmodel -q` output: ``NV Power Mode: MAXN`` then a line ``0``."""
+    name: str | None = None
+    mode_id: int | None = None
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        match = _NVP_MODE.search(line)
+        if match:
+            name = match.group(1)
+            for following in lines[i + 1:]:
+                number = _BARE_INT.match(following)
+                if number:
+                    mode_id = int(number.group(1))
+                    break
+            break
+    if mode_id is None:
+        for line in lines:
+            number = _BARE_INT.match(line)
+            if number:
+                mode_id = int(number.group(1))
+                break
+    return name, mode_id
+
+
+def _analyse_jetson_clocks(text: str) -> tuple[bool | None, str]:
+    """(locked, why) from `jetson_clocks --show` output."""
+    unlocked: list[str] = []
+    cpus_online = 0
+    gpu_seen = False
+    for line in text.splitlines():
+        gpu = _GPU_LINE.match(line)
+        if gpu:
+            gpu_seen = True
+            lo, hi, cur = (int(v) for v in gpu.groups())
+            if not lo == hi == cur:
+                unlocked.append(f"GPU min {lo} max {hi} current {cur} Hz")
+            continue
+        cpu = _CPU_LINE.match(line)
+        if cpu:
+            fields = dict(_FIELD.findall(cpu.group(2)))
+            if fields.get("Online", "1") != "1":
+                continue
+            try:
+                lo, hi, cur = int(fields["MinFreq"]), int(fields["MaxFreq"]), int(fields["CurrentFreq"])
+            except (KeyError, ValueError):
+                continue
+            cpus_online += 1
+            if not lo == hi == cur:
+                unlocked.append(f"cpu{cpu.group(1)} min {lo} max {hi} current {cur} kHz")
+    if unlocked:
+        more = f" (+{len(unlocked) - 1} more)" if len(unlocked) > 1 else ""
+        return False, f"clocks not locked: {unlocked[0]}{more}"
+    if gpu_seen and cpus_online:
+        return True, f"clocks locked: GPU and {cpus_online} online CPU(s) at min == max == current"
+    if not gpu_seen and not cpus_online:
+        return None, "no CPU or GPU clock lines in `jetson_clocks --show` output"
+    missing = "GPU" if not gpu_seen else "CPU"
+    return None, f"no {missing} clock line in `jetson_clocks --show` output"
+
+
+def parse_jetson_clocks_show(text: str) -> bool | None:
+    """True when the GPU and every online CPU run at MinFreq == MaxFreq == CurrentFreq; False when any does
+    not; None when the output has no clock lines to judge by."""
+    return _analyse_jetson_clocks(text)[0]
+
+
+def _run_tool(run: Callable[..., Any], tool: str, args: list[str], *, root_hint: str = ""
+              ) -> tuple[str | None, str]:
+    """(stdout, problem): stdout on success, else None and a one-line reason."""
+    path = find_tool(tool) or tool
+    shown = " ".join([tool, *args])
+    try:
+        done = run([path, *args], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                   universal_newlines=True, timeout=15, check=False)
+    except FileNotFoundError:
+        return None, f"{tool} not found ({NOT_A_JETSON}, or JetPack's tools are not on PATH)"
+    except PermissionError:
+        return None, f"permission denied running `{shown}`{root_hint}"
+    except subprocess.TimeoutExpired:
+        return None, f"`{shown}` timed out"
+    except OSError as exc:
+        return None, f"could not run `{shown}`: {exc}"
+    out = done.stdout or ""
+    if done.returncode != 0:
+        said = " ".join(((done.stderr or "") + " " + out).split())[:160]
+        hint = root_hint if root_hint and (_not_root() or "root" in said.lower()) else ""
+        return None, f"`{shown}` failed (exit {done.returncode}{': ' + said if said else ''}){hint}"
+    return out, ""
+
+
+def _not_root() -> bool:
+    geteuid = getattr(os, "geteuid", None)
+    return geteuid is not None and geteuid() != 0
+
+
+def read_clock_state(run: Callable[..., Any] = subprocess.run) -> ClockState:
+    """Power mode from `nvpmodel -q` and lock state from `jetson_clocks --show`; never raises.
+
+    Missing tools (not a Jetson) or a refused `jetson_clocks --show` (it needs root) give None fields and
+    `details` saying why. `run` stands in for `subprocess.run` in tests.
+    """
+    notes: list[str] = []
+    mode: str | None = None
+    mode_id: int | None = None
+
+    out, problem = _run_tool(run, "nvpmodel", ["-q"])
+    if out is None:
+        notes.append(f"power mode unknown: {problem}")
+    else:
+        mode, mode_id = parse_nvpmodel(out)
+        if mode is None:
+            notes.append(f"power mode unknown: no 'NV Power Mode:' line in `nvpmodel -q` output {out.strip()!r:.80}")
+        else:
+            notes.append(f"power mode {mode}" + (f" (id {mode_id})" if mode_id is not None else ""))
+
+    root_hint = ("; jetson_clocks --show needs root: run `kd2trt bench` with sudo, or lock the clocks with "
+                 "`sudo jetson_clocks` first")
+    out, problem = _run_tool(run, "jetson_clocks", ["--show"], root_hint=root_hint)
+    locked: bool | None = None
+    if out is None:
+        notes.append(f"clock lock state unknown: {problem}")
+    else:
+        locked, why = _analyse_jetson_clocks(out)
+        if locked is None and "root" in out.lower():  # a version that refuses non-root but exits 0
+            why += root_hint
+        notes.append(why)
+        if mode is None:  # jetson_clocks --show also prints the power mode
+            shown_mode, _ = parse_nvpmodel(out)
+            if shown_mode is not None:
+                mode = shown_mode
+                notes.append(f"power mode {mode} (from jetson_clocks --show)")
+    return ClockState(power_mode=mode, power_mode_id=mode_id, clocks_locked=locked, details="; ".join(notes))
+
+
+def is_jetson(release_file: str | os.PathLike[str] = JETSON_RELEASE_FILE,
+              compatible_file: str | os.PathLike[str] = DEVICE_TREE_COMPATIBLE) -> bool:
+    """True on an NVIDIA Jetson (L4T): /etc/nv_tegra_release exists, or the device tree says nvidia,tegra*.
+
+    The one Jetson test in kd2trt (:func:`kd2trt.trt.jetson.detect_jetson` asks it too)."""
+    if os.path.isfile(release_file):
+        return True
+    try:
+        with open(compatible_file, "rb") as handle:
+            return b"nvidia,tegra" in handle.read()
+    except OSError:
+        return False

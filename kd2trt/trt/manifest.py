@@ -16,210 +16,48 @@ The rules (NVIDIA TensorRT developer guide, "Version Compatibility" and "Hardwar
   ``HardwareCompatibilityLevel.AMPERE_PLUS`` (TensorRT >= 8.6, built on an Ampere or newer GPU) it runs on
   any GPU of compute capability >= 8.0. Not supported on JetPack (NVIDIA docs), so never on a Jetson.
 
-The models are pydantic v2 with ``extra="forbid"``, and use ``typing.Optional``/``List`` on purpose: pydantic
-evaluates annotations at runtime and JetPack 5 runs Python 3.8, where ``X | None`` and ``list[int]`` fail.
+The manifest's model is :class:`kd2trt.manifests.EngineManifest`; its file sits beside the engine
+(:func:`kd2trt.layout.sidecar`).
 """
-
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import re
 from pathlib import Path
-from typing import List, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from kd2trt.artifacts import sha256_file
+from kd2trt.errors import Kd2trtError, TrtVersionError
+from kd2trt.layout import sidecar
+from kd2trt.manifests import EngineManifest
+from kd2trt.manifests import read_manifest as read_record
+from kd2trt.manifests import write_manifest as write_record
+from kd2trt.targets import TrtVersion
 
-from kd2trt.artifacts import atomic_write_json, sha256_file
-from kd2trt.errors import Kd2trtError
-from kd2trt.onnx.calib_cache import CalibCacheError, TrtVersion
-
-__all__ = [
-    "MANIFEST_KIND",
-    "BuildOptions",
-    "EngineManifest",
-    "JetsonRecord",
-    "PlanRecord",
-    "check_runtime_compatible",
-    "engine_filename",
-    "engine_path",
-    "manifest_path",
-    "read_manifest",
-    "rebuild_command",
-    "verify_engine_file",
-    "write_manifest",
-]
+__all__ = ["check_runtime_compatible", "read_manifest", "rebuild_command", "verify_engine_file", "write_manifest"]
 
 log = logging.getLogger(__name__)
 
-MANIFEST_KIND = "kd2trt TensorRT engine"
 AMPERE_MAJOR = 8
 VERSION_COMPATIBLE_SINCE = TrtVersion(8, 6, 0)
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class JetsonRecord(_Strict):
-    """The Jetson an engine was built on (``None`` in the manifest on x86)."""
-
-    l4t: str
-    jetpack: Optional[str] = None
-    model: Optional[str] = None
-    power_mode: Optional[str] = None
-
-
-class PlanRecord(_Strict):
-    """:class:`kd2trt.trt.plan.PrecisionPlan`, as recorded."""
-
-    precision: Literal["fp32", "fp16", "int8"]
-    onnx_kind: Literal["onnx", "fp16_onnx", "qdq_onnx"]
-    strongly_typed: bool
-    fp16_flag: bool
-    int8_flag: bool
-    use_calibrator: bool
-    calibration_source: Optional[Literal["cache", "data"]] = None
-    quantization: Literal["none", "implicit", "explicit"]
-    reason: str
-
-
-class BuildOptions(_Strict):
-    """The builder settings that shaped the engine."""
-
-    input_name: str
-    input_chw: List[int] = Field(min_length=3, max_length=3)
-    min_batch: int = Field(ge=1)
-    opt_batch: int = Field(ge=1)
-    max_batch: int = Field(ge=1)
-    workspace_mb: int = Field(ge=1)
-    dla_core: Optional[int] = None
-    gpu_fallback: bool = False
-    timing_cache: Optional[str] = None
-    timing_cache_loaded: bool = False
-    version_compatible: bool = False
-    hardware_compatible: bool = False
-
-
-class EngineManifest(_Strict):
-    """Everything needed to decide whether an engine may run here, and to reproduce it."""
-
-    kind: Literal["kd2trt TensorRT engine"] = MANIFEST_KIND
-    schema_version: int = 1
-    kd2trt_version: str
-    created_utc: str
-    trt_version: str  # tensorrt.__version__ as found, e.g. "10.3.0.30"
-    cuda_version: Optional[str] = None
-    gpu_name: str
-    compute_capability: str = Field(pattern=r"^\d+\.\d+$")  # "8.7"
-    jetson: Optional[JetsonRecord] = None
-    precision: Literal["fp32", "fp16", "int8"]
-    plan: PlanRecord
-    source_onnx: str
-    source_onnx_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
-    calib_cache: Optional[str] = None
-    calib_cache_sha256: Optional[str] = Field(default=None, pattern=r"^[0-9a-f]{64}$")
-    build: BuildOptions
-    build_seconds: float = Field(ge=0)
-    engine_file: str  # file name, beside the manifest
-    engine_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
-    engine_bytes: int = Field(ge=0)
-    layer_info: Optional[str] = None  # file name of the engine inspector's JSON, beside the manifest
-
-    @field_validator("trt_version")
-    @classmethod
-    def _trt_version_is_a_version(cls, value: str) -> str:
-        """Refuse e.g. ``"latest"`` when the manifest is read, not later in the compatibility check."""
-        try:
-            TrtVersion.parse(value)
-        except CalibCacheError as exc:  # pydantic reports ValueError, and lets other exceptions escape
-            raise ValueError(str(exc)) from None
-        return value
-
-
-# --------------------------------------------------------------------------------------------- naming
-
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
-
-
-def _slug(text: str) -> str:
-    slug = _UNSAFE.sub("-", text.strip()).strip("-.")
-    if not slug:
-        raise Kd2trtError(f"{text!r} cannot be used in a file name; use letters, digits, '.', '_' or '-'")
-    return slug
-
-
-def _trt_short(trt_version: str | TrtVersion) -> str:
-    """``"10.3.0.30"`` -> ``"10.3.0"``: the build number does not change compatibility."""
-    if isinstance(trt_version, TrtVersion):
-        return str(trt_version)
-    try:
-        return str(TrtVersion.parse(str(trt_version)))
-    except CalibCacheError:
-        raise Kd2trtError(f"TensorRT version {trt_version!r} is not understood; expected e.g. 10.3.0") from None
-
-
-def engine_filename(model: str, precision: str, cc: str, trt_version: str | TrtVersion) -> str:
-    """``<model>-<precision>-sm<cc without dot>-trt<version>.engine``, e.g. ``student-int8-sm87-trt10.3.0.engine``."""
-    if not re.fullmatch(r"\d+\.\d+", cc):
-        raise Kd2trtError(f"compute capability {cc!r} is not of the form MAJOR.MINOR (e.g. 8.7)")
-    return f"{_slug(model)}-{_slug(precision)}-sm{cc.replace('.', '')}-trt{_trt_short(trt_version)}.engine"
-
-
-def engine_path(run: str, model: str, precision: str, cc: str, trt_version: str | TrtVersion,
-                root: str | os.PathLike[str] = "engines") -> Path:
-    """``<root>/<run>/<engine_filename(...)>``; ``root`` defaults to the repository's ``engines/``."""
-    return Path(root) / _slug(run) / engine_filename(model, precision, cc, trt_version)
-
-
-def manifest_path(engine: str | os.PathLike[str]) -> Path:
-    """``<engine>.json``: ``student-int8-sm87-trt10.3.0.engine.json``."""
-    engine = Path(engine)
-    return engine.with_name(engine.name + ".json")
-
-
-# --------------------------------------------------------------------------------------------- read/write
-
-
 def write_manifest(manifest: EngineManifest, engine: str | os.PathLike[str]) -> Path:
     """Write ``<engine>.json`` atomically (never half-written), after the engine itself."""
-    path = manifest_path(engine)
-    atomic_write_json(path, manifest.model_dump(mode="json"))
-    return path
+    return write_record(sidecar(engine), manifest)
 
 
 def read_manifest(engine: str | os.PathLike[str]) -> EngineManifest:
     """The manifest beside ``engine``; a missing, unreadable or invalid one is a one-line error."""
-    path = manifest_path(engine)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise Kd2trtError(f"{engine}: no manifest {path.name} beside it, so kd2trt cannot tell which TensorRT "
-                          "and GPU it was built for; rebuild it with `kd2trt export` (engines are not portable)"
-                          ) from None
-    except OSError as exc:
-        raise Kd2trtError(f"cannot read engine manifest {path}: {exc.strerror or exc}") from None
-    except UnicodeDecodeError as exc:
-        raise Kd2trtError(f"{path}: not UTF-8 text (byte {exc.start}), so not a kd2trt engine manifest; rebuild "
-                          "the engine with `kd2trt export`") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise Kd2trtError(f"{path}: not valid JSON (line {exc.lineno}); rebuild the engine with `kd2trt export`"
-                          ) from None
-    try:
-        return EngineManifest.model_validate(data)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "<root>"
-        raise Kd2trtError(f"{path}: invalid engine manifest ({where}: {first['msg']}); rebuild the engine with "
-                          "`kd2trt export`") from None
+    path = sidecar(engine)
+    return read_record(path, EngineManifest, "engine manifest", "rebuild the engine with `kd2trt export`",
+                       missing=f"{engine}: no manifest {path.name} beside it, so kd2trt cannot tell which TensorRT "
+                       "and GPU it was built for; rebuild it with `kd2trt export` (engines are not portable)")
 
 
-def verify_engine_file(manifest: EngineManifest, engine: str | os.PathLike[str], data: Optional[bytes] = None
+def verify_engine_file(manifest: EngineManifest, engine: str | os.PathLike[str], data: bytes | None = None
                        ) -> None:
     """Refuse an engine whose bytes are not the ones the manifest describes (swapped or corrupted file).
 
@@ -270,7 +108,7 @@ def check_runtime_compatible(manifest: EngineManifest, running_trt_version: str,
     built = TrtVersion.parse(manifest.trt_version)
     try:
         running = TrtVersion.parse(str(running_trt_version))
-    except CalibCacheError:
+    except TrtVersionError:
         raise Kd2trtError(f"running TensorRT version {running_trt_version!r} is not understood") from None
     built_gpu = f"{manifest.gpu_name} (sm{manifest.compute_capability.replace('.', '')})"
     here_gpu = f"{running_gpu_name + ' ' if running_gpu_name else ''}(sm{str(running_cc).replace('.', '')})"

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from kd2trt.errors import Kd2trtError
-from kd2trt.onnx.calib_cache import TrtVersion
+from kd2trt.targets import TrtVersion
 from kd2trt.trt.capabilities import TrtCapabilities
 
 __all__ = [

@@ -30,32 +30,17 @@ from typing import Any
 import numpy as np
 
 from kd2trt.errors import Kd2trtError
-from kd2trt.trt.manifest import EngineManifest, check_runtime_compatible, read_manifest, verify_engine_file
+from kd2trt.manifests import EngineManifest
+from kd2trt.runner import InputSpec, Runner, RunnerInfo
+from kd2trt.trt.manifest import check_runtime_compatible, read_manifest, verify_engine_file
 
-__all__ = ["REQUIRED_CONTEXT_API", "REQUIRED_ENGINE_API", "TrtRunner", "read_engine", "split_batches"]
+__all__ = ["REQUIRED_CONTEXT_API", "REQUIRED_ENGINE_API", "TrtRunner", "read_engine"]
 
 log = logging.getLogger(__name__)
 
 REQUIRED_ENGINE_API = ("num_io_tensors", "get_tensor_name", "get_tensor_mode", "get_tensor_dtype",
                        "get_tensor_profile_shape", "create_execution_context")
 REQUIRED_CONTEXT_API = ("set_input_shape", "get_tensor_shape", "set_tensor_address", "execute_async_v3")
-
-
-def split_batches(count: int, min_batch: int, max_batch: int) -> list[tuple[int, int, int]]:
-    """Chunks ``(start, stop, padded_size)`` covering ``count`` images with sizes in [min_batch, max_batch].
-
-    A last chunk smaller than ``min_batch`` is padded up to it (the caller repeats images and drops the extra
-    outputs). Pure, so the batching is tested without a GPU.
-    """
-    if count < 1:
-        raise Kd2trtError("no images to run")
-    if not 1 <= min_batch <= max_batch:
-        raise Kd2trtError(f"bad batch range {min_batch}..{max_batch}")
-    chunks = []
-    for start in range(0, count, max_batch):
-        stop = min(start + max_batch, count)
-        chunks.append((start, stop, max(stop - start, min_batch)))
-    return chunks
 
 
 def read_engine(engine_path: str | os.PathLike[str], manifest: EngineManifest, *, verify_sha256: bool = True
@@ -75,20 +60,22 @@ def read_engine(engine_path: str | os.PathLike[str], manifest: EngineManifest, *
     return data
 
 
-class TrtRunner:
+class TrtRunner(Runner):
     """A deserialized engine with its buffers; use as a context manager so that memory is freed.
 
     >>> with TrtRunner("engines/digits/student-int8-sm87-trt10.3.0.engine") as runner:  # doctest: +SKIP
     ...     logits = runner.infer(images)  # images: float32 (N, C, H, W), min_batch <= N <= max_batch
     """
 
-    def __init__(self, engine_path: str | os.PathLike[str], *, use_cuda_graph: bool = False,
-                 verify_sha256: bool = True, verbose: bool = False) -> None:
+    def __init__(self, engine_path: str | os.PathLike[str], *, info: RunnerInfo | None = None,
+                 use_cuda_graph: bool = False, verify_sha256: bool = True, verbose: bool = False) -> None:
         from kd2trt.trt import cuda_memory
         from kd2trt.trt.capabilities import probe_environment
 
         self.engine_path = Path(engine_path)
         self.manifest: EngineManifest = read_manifest(self.engine_path)
+        self.info = info or RunnerInfo(self.engine_path.name.split("-", 1)[0], "tensorrt", self.manifest.precision,
+                                       f"cuda ({self.manifest.gpu_name})", file=str(self.engine_path))
         self._buffers: list[Any] = []
         self._graphs: dict[int, Any] = {}
         self._stream: Any = None
@@ -162,6 +149,7 @@ class TrtRunner:
         self.min_batch, self.max_batch = int(low[0]), int(high[0])
         self.input_chw = tuple(int(d) for d in high[1:])
         self.input_dtype = self._numpy_dtype(self.input_name)
+        self.input_spec = InputSpec(self.input_name, self.input_chw, self.input_dtype, self.min_batch, self.max_batch)
         self._stream = cuda_memory.Stream()
         max_shape = (self.max_batch, *self.input_chw)
         self._host_in = self._own(cuda_memory.PinnedHostBuffer(max_shape, self.input_dtype))
@@ -270,17 +258,6 @@ class TrtRunner:
 
     __call__ = infer
 
-    def infer_many(self, images: Any) -> np.ndarray:
-        """Any number of images, in chunks the profile accepts (a short last chunk is padded, then trimmed)."""
-        array = np.asarray(images)
-        outputs = []
-        for start, stop, size in split_batches(len(array), self.min_batch, self.max_batch):
-            chunk = array[start:stop]
-            if size > len(chunk):
-                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], size - len(chunk), axis=0)])
-            outputs.append(self.infer(chunk)[: stop - start])
-        return np.concatenate(outputs)
-
     def _execute(self) -> None:
         if not self._context.execute_async_v3(self._stream.handle):
             last = self._logger.errors[-1] if self._logger.errors else "no error was logged"
@@ -336,9 +313,3 @@ class TrtRunner:
         for attr in ("_context", "_engine", "_runtime"):
             if hasattr(self, attr):
                 setattr(self, attr, None)
-
-    def __enter__(self) -> TrtRunner:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()

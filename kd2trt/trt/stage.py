@@ -16,19 +16,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kd2trt.errors import Kd2trtError
+from kd2trt.layout import ModelFiles, RunLayout, engine_filename, slug
+from kd2trt.results import StageResult
 
 if TYPE_CHECKING:
     from rich.console import Console
 
     from kd2trt.config import RunConfig
-    from kd2trt.pipeline import StageOutcome
 
-__all__ = ["EngineSources", "build_engines", "build_options", "precisions_to_build", "resolve_sources",
-           "target_command"]
+__all__ = ["EngineSources", "build_engines", "build_options", "engines_stage", "precisions_to_build",
+           "resolve_sources", "target_command"]
 
 DEFAULT_MODEL = "student"
 CALIBRATION_BATCH = 32  # images per live-calibration batch (the calibration profile's fixed shape)
-_DERIVED_ONNX = (".fp16.onnx", ".int8.onnx")
 
 
 def target_command(checkpoint: Path) -> str:
@@ -47,12 +47,12 @@ class EngineSources:
     checkpoint: Path  # input C,H,W and, for live INT8 calibration, the data
 
     @property
-    def stem(self) -> str:
-        return self.onnx_path.name[: -len(".onnx")]
+    def files(self) -> ModelFiles:
+        return ModelFiles.of_onnx(self.onnx_path)
 
     def calib_cache(self, version: Any) -> Path:
         """Where `kd2trt export` writes (and live calibration saves) the cache for TensorRT ``version``."""
-        return self.onnx_path.with_name(f"{self.stem}.calib-trt{version}.cache")
+        return self.files.calib_cache(version)
 
 
 def resolve_sources(run_dir: Path, onnx_path: Path | None = None, model: str | None = None,
@@ -62,21 +62,12 @@ def resolve_sources(run_dir: Path, onnx_path: Path | None = None, model: str | N
     ``onnx_path`` defaults to ``<run_dir>/student.onnx``; ``model`` to the ONNX's stem (``student``);
     ``checkpoint`` to ``<stem>.pt`` beside the ONNX (where `kd2trt export` writes by default).
     """
-    onnx_path = Path(onnx_path) if onnx_path is not None else Path(run_dir) / f"{DEFAULT_MODEL}.onnx"
-    name = onnx_path.name
-    if not name.endswith(".onnx") or name == ".onnx":
-        raise Kd2trtError(f"{onnx_path}: not an ONNX graph; pass the <model>.onnx that `kd2trt export` wrote")
-    if name.endswith(_DERIVED_ONNX):
-        fp32 = onnx_path.with_name(name[: -len(next(s for s in _DERIVED_ONNX if name.endswith(s)))] + ".onnx")
-        raise Kd2trtError(f"{onnx_path} is a derived graph; pass the FP32 graph {fp32} (its FP16/INT8 siblings "
-                          "are found beside it)")
-    stem = name[: -len(".onnx")]
+    onnx_path = Path(onnx_path) if onnx_path is not None else RunLayout(Path(run_dir)).model(DEFAULT_MODEL).onnx()
+    files = ModelFiles.of_onnx(onnx_path)
     if model is not None:
-        from kd2trt.trt.manifest import _slug
-
-        _slug(model)  # a name that cannot be part of a file name fails now, not after the first build
-    return EngineSources(onnx_path, model if model is not None else stem,
-                         Path(checkpoint) if checkpoint is not None else onnx_path.with_name(f"{stem}.pt"))
+        slug(model)  # a name that cannot be part of a file name fails now, not after the first build
+    return EngineSources(onnx_path, model if model is not None else files.stem,
+                         Path(checkpoint) if checkpoint is not None else files.checkpoint)
 
 
 def precisions_to_build(export: Any) -> list[str]:
@@ -106,27 +97,25 @@ def build_options(precision: str, build: Any) -> dict[str, Any]:
 
 def build_engines(config: RunConfig, run_dir: Path, console: Console, *, onnx_path: Path | None = None,
                   model: str | None = None, checkpoint: Path | None = None,
-                  engines_dir: Path | None = None) -> StageOutcome:
-    """Build the engines into ``engines_dir``, by default :func:`kd2trt.pipeline.default_engines_dir`.
+                  engines_dir: Path | None = None) -> StageResult:
+    """Build the engines into ``engines_dir``, by default the run's (:attr:`kd2trt.layout.RunLayout.engines_dir`).
 
     ``onnx_path``, ``model`` and ``checkpoint``: what to build from (:func:`resolve_sources`; the defaults are
     ``<run_dir>/student.onnx``, its stem and ``<stem>.pt`` beside it).
     """
-    from kd2trt.pipeline import StageOutcome, default_engines_dir
     from kd2trt.trt.capabilities import probe_environment
 
     if not config.build.engines:
-        return StageOutcome([], "", skipped_reason="build.engines is false")
+        return StageResult.skipped("build.engines is false")
     sources = resolve_sources(run_dir, onnx_path, model, checkpoint)
     caps, reason = probe_environment()
     if caps is None:
-        return StageOutcome([], "", skipped_reason=f"{reason}. On the target: {target_command(sources.checkpoint)}")
+        return StageResult.skipped(f"{reason}. On the target: {target_command(sources.checkpoint)}")
     import tensorrt as trt
 
     from kd2trt.trt import cuda_memory
     from kd2trt.trt.builder import build_engine
     from kd2trt.trt.calibrator import make_calibrator
-    from kd2trt.trt.manifest import engine_filename
     from kd2trt.trt.plan import discover_artifacts, plan_precision
 
     if not sources.onnx_path.is_file():
@@ -145,14 +134,20 @@ def build_engines(config: RunConfig, run_dir: Path, console: Console, *, onnx_pa
                        else _calibration_batches(config, sources.checkpoint, console))
             calibrator = make_calibrator(trt, config.export.calib_method, batches, sources.calib_cache(caps.version),
                                          batch_size=CALIBRATION_BATCH, input_name="input", input_chw=chw)
-        target = (Path(engines_dir) if engines_dir is not None else default_engines_dir(run_dir)) / engine_filename(
+        target = RunLayout(Path(run_dir), engines_dir).engines_dir / engine_filename(
             sources.model, precision, device.compute_capability, caps.version)
         console.print(f"TensorRT {caps.version}: building {target.name} ({plan.reason})")
         manifest = build_engine(artifacts.paths[plan.onnx_kind], target, plan, calibrator=calibrator,
                                 input_name="input", input_chw=chw, **build_options(precision, config.build))
         outputs.append(target)
         summaries.append(f"{precision} {manifest.build_seconds:.0f}s")
-    return StageOutcome(outputs, f"{len(outputs)} engines on {device.name} ({', '.join(summaries)})")
+    return StageResult(outputs, f"{len(outputs)} engines on {device.name} ({', '.join(summaries)})")
+
+
+def engines_stage(config: RunConfig, layout: RunLayout, console: Console, resume: bool = True) -> StageResult:
+    """The engines stage of `kd2trt run`: the student's engines into the run's engines directory."""
+    return build_engines(config, layout.root, console, onnx_path=layout.model("student").onnx(), model="student",
+                         checkpoint=layout.checkpoint("student"), engines_dir=layout.engines_dir)
 
 
 def _input_chw(checkpoint: Path) -> tuple[int, int, int]:
@@ -164,7 +159,7 @@ def _input_chw(checkpoint: Path) -> tuple[int, int, int]:
 
 def _calibration_batches(config: RunConfig, checkpoint: Path, console: Console) -> Any:
     """Live calibration (no cache for this TensorRT yet): the same stratified set `kd2trt export` uses."""
-    from kd2trt.onnx.stage import ExportRequest, ExportRun, calibration_set
+    from kd2trt.distill.checkpoint import read_checkpoint
+    from kd2trt.onnx.stage import calibration_set_for
 
-    run = ExportRun(ExportRequest(checkpoint), config.export, console)
-    return calibration_set(run).batches(CALIBRATION_BATCH)
+    return calibration_set_for(read_checkpoint(checkpoint), config.export).batches(CALIBRATION_BATCH)
