@@ -132,6 +132,8 @@ def export(
 def _print_preview(summary: dict[str, Any]) -> None:
     from rich.table import Table
 
+    from kd2trt.layout import ModelFiles
+
     table = Table(title=f"accuracy preview — test split ({summary['preview']['test_images']} images)")
     table.add_column("model")
     table.add_column("top-1", justify="right")
@@ -141,7 +143,7 @@ def _print_preview(summary: dict[str, Any]) -> None:
     if "int8_drop_points" in summary["preview"]:
         _out.print(f"INT8 (Q/DQ, fake-quant as TensorRT computes it) vs FP32: "
                    f"{-summary['preview']['int8_drop_points']:+.2f} points")
-    _out.print(f"manifest: {Path(summary['onnx']['path']).with_suffix('.export.json')}")
+    _out.print(f"manifest: {ModelFiles.of_onnx(summary['onnx']['path']).export_summary}")
 
 
 @app.command()

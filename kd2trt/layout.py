@@ -178,9 +178,13 @@ class RunLayout:
         return self.engines_dir / engine_filename(model, precision, cc, trt_version)
 
     def engines(self) -> list[Path]:
-        """The engines present, with their manifests' paths beside them not included."""
+        """The engines present (their manifests not included)."""
         folder = self.engines_dir
         return sorted(folder.glob("*.engine")) if folder.is_dir() else []
+
+    def engine_files(self) -> list[Path]:
+        """The engines and their manifests: what a bench of them depends on."""
+        return sorted(p for engine in self.engines() for p in (engine, sidecar(engine)) if p.is_file())
 
     # ------------------------------------------------------------------------------------ bench, run
     def report(self, kind: str, directory: Path | None = None) -> Path:

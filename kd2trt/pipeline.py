@@ -95,9 +95,7 @@ def _models(_: RunConfig, layout: RunLayout) -> list[Path]:
 
 def _models_and_engines(_: RunConfig, layout: RunLayout) -> list[Path]:
     """The bench's inputs: the run's models and the engines (with their manifests) it benches."""
-    found = sorted(p for pattern in ("*.engine", "*.engine.json") for p in layout.engines_dir.glob(pattern)
-                   if p.is_file())
-    return layout.exported() + found
+    return layout.exported() + layout.engine_files()
 
 
 PIPELINE = (

@@ -6,6 +6,8 @@ from typing import Any
 
 import numpy as np
 
+from kd2trt.metrics import top1
+
 
 def _log_softmax(logits: np.ndarray) -> np.ndarray:
     shifted = logits.astype(np.float64) - logits.max(axis=1, keepdims=True)
@@ -16,7 +18,7 @@ def accuracy(logits: np.ndarray, labels: np.ndarray, teacher_logits: np.ndarray,
              reference_logits: np.ndarray | None, classes: list[str]) -> dict[str, Any]:
     """top-1 (top-5 with ≥ 10 classes), agreement with and KL(teacher ‖ model), max |Δ| vs the FP32 student."""
     predictions = logits.argmax(1)
-    out: dict[str, Any] = {"top1": float((predictions == labels).mean() * 100)}
+    out: dict[str, Any] = {"top1": top1(logits, labels)}
     if logits.shape[1] >= 10:
         top5 = np.argsort(-logits, axis=1)[:, :5]
         out["top5"] = float((top5 == labels[:, None]).any(axis=1).mean() * 100)

@@ -26,13 +26,13 @@ that makes it. The rules follow DESIGN §3:
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from kd2trt.errors import Kd2trtError
+from kd2trt.layout import ModelFiles
 from kd2trt.targets import TrtVersion
 from kd2trt.trt.capabilities import TrtCapabilities
 
@@ -88,35 +88,25 @@ class Artifacts:
         return set(self.paths)
 
 
-_CACHE_RE = re.compile(r"\.calib-trt(\d+\.\d+\.\d+)\.cache$")
-
-
 def discover_artifacts(onnx_path: str | Path, trt_version: TrtVersion | None = None) -> Artifacts:
-    """Find the FP32 ONNX's siblings written by ``kd2trt export`` (naming of ``kd2trt.onnx.stage``).
+    """Find the FP32 ONNX's siblings written by ``kd2trt export`` (named by :class:`kd2trt.layout.ModelFiles`).
 
     ``onnx_path`` is the FP32 graph ``<dir>/<model>.onnx``. A calibration cache counts only if it was written
     for ``trt_version`` (TensorRT silently ignores a cache whose header names another version); caches for
     other versions are listed in :attr:`Artifacts.other_caches` so that errors can say what was found.
     """
     onnx_path = Path(onnx_path)
-    stem = onnx_path.name[: -len(".onnx")] if onnx_path.name.endswith(".onnx") else onnx_path.name
-    folder = onnx_path.parent
+    name = onnx_path.name
+    files = ModelFiles(onnx_path.parent, name[: -len(".onnx")] if name.endswith(".onnx") else name)
     found = Artifacts()
-    if onnx_path.is_file():
-        found.paths["onnx"] = onnx_path
-    for kind, suffix in (("fp16_onnx", ".fp16.onnx"), ("qdq_onnx", ".int8.onnx")):
-        candidate = folder / f"{stem}{suffix}"
-        if candidate.is_file():
-            found.paths[kind] = candidate
-    if folder.is_dir():
-        for candidate in sorted(folder.glob(f"{stem}.calib-trt*.cache")):
-            match = _CACHE_RE.search(candidate.name)
-            if match is None:
-                continue
-            if trt_version is not None and match.group(1) == str(trt_version):
-                found.paths["calib_cache"] = candidate
-            else:
-                found.other_caches.append(candidate)
+    for kind, precision in (("onnx", "fp32"), ("fp16_onnx", "fp16"), ("qdq_onnx", "int8")):
+        if files.onnx(precision).is_file():
+            found.paths[kind] = files.onnx(precision)
+    for candidate, version in files.calib_caches():
+        if trt_version is not None and version == str(trt_version):
+            found.paths["calib_cache"] = candidate
+        else:
+            found.other_caches.append(candidate)
     return found
 
 
