@@ -7,11 +7,20 @@ checkpoint; export, calibration and bench rebuild the data from the checkpoint, 
 Specs: `digits` (scikit-learn's embedded 8×8 digits, no download), `imagefolder:PATH`,
 `cifar10:ROOT`, `cifar100:ROOT`, `mnist:ROOT`, `fashionmnist:ROOT` (read from a local root; nothing is
 ever downloaded).
+
+Why splits are recorded, not recomputed: a seeded split of a folder is only reproducible while the folder
+stays the same. Delete 20 images and the same seed puts training images into the test split, and every
+later figure is measured on data the model was trained on. So distillation records each split's members (a
+stable key per image: its path under the root, or its index) and a content hash of the validation and test
+images in every checkpoint; export and bench rebuild exactly those splits and refuse, in one line, data
+that has lost or changed any of them. `data_fingerprint` (file list, sizes and modification times: cheap
+for large folders) tells `kd2trt run` that the data changed and distillation must run again.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import hashlib
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -91,6 +100,17 @@ class Sample:
     label: int
     path: Path | None = None
     array: np.ndarray | None = None
+    key: str = ""  # stable identity: the path under the data set's root, or "<part>#<index>" for arrays
+
+    def digest(self, content: bool) -> bytes:
+        """What identifies this image's data: its bytes (content), or for files their size and mtime."""
+        if self.array is not None:
+            return hashlib.sha256(f"{self.array.shape}{self.array.dtype}".encode() + self.array.tobytes()).digest()
+        assert self.path is not None
+        if content:
+            return hashlib.sha256(self.path.read_bytes()).digest()
+        stat = self.path.stat()
+        return f"{stat.st_size}:{stat.st_mtime_ns}".encode()
 
     def load(self) -> Image.Image:
         if self.array is not None:
@@ -166,13 +186,8 @@ class DataSplits:
         return getattr(self, name)
 
 
-def load_data(config: DataConfig, preprocessing: Preprocessing | None = None, in_memory: bool = True
-              ) -> DataSplits:
-    """Build the splits of `config.spec`. Pass the checkpoint's `preprocessing` to reproduce it exactly.
-
-    With `in_memory`, splits whose transform is deterministic are decoded once and kept as tensors
-    when they fit (512 MiB each); larger data sets are decoded per batch.
-    """
+def _samples(config: DataConfig) -> tuple[Any, list[str], list[Sample] | None]:
+    """Every image of `config.spec`: (samples or a (train, val, test) tuple of its own folders, classes, test)."""
     kind, _, argument = config.spec.partition(":")
     if kind == "digits":
         if argument:
@@ -187,7 +202,73 @@ def load_data(config: DataConfig, preprocessing: Preprocessing | None = None, in
             f"data spec {config.spec!r} is not known; use digits, imagefolder:PATH, cifar10:ROOT, "
             "cifar100:ROOT, mnist:ROOT or fashionmnist:ROOT"
         )
-    if isinstance(samples, tuple):  # imagefolder with its own train/val/test folders
+    return samples, classes, test_samples
+
+
+def _flat(samples: Any, test_samples: list[Sample] | None) -> list[Sample]:
+    return [s for part in samples for s in part] if isinstance(samples, tuple) else samples + (test_samples or [])
+
+
+def _digest(samples: Iterable[Sample], content: bool) -> str:
+    digest = hashlib.sha256()
+    for sample in samples:
+        digest.update(f"{sample.key}\t{sample.label}\t".encode() + sample.digest(content) + b"\n")
+    return digest.hexdigest()
+
+
+def data_fingerprint(config: DataConfig) -> str:
+    """A cheap hash of the whole data set (keys, labels, and file sizes and mtimes or array bytes)."""
+    samples, _, test_samples = _samples(config)
+    return _digest(_flat(samples, test_samples), content=False)
+
+
+#: splits whose images are hashed by content when recorded and checked (the figures come from them); the
+#: training split is checked by membership (its images are not all read by export or bench)
+CONTENT_CHECKED = ("val", "test")
+
+
+def split_record(splits: DataSplits) -> dict[str, Any]:
+    """What a checkpoint records of its splits: each split's keys, in order, and the hash of its images."""
+    record = {}
+    for name in ("train", "val", "test"):
+        samples = splits.split(name).samples
+        record[name] = {"keys": [s.key for s in samples], "sha256": _digest(samples, content=name in CONTENT_CHECKED)}
+    return record
+
+
+def _recorded_splits(everything: list[Sample], recorded: dict[str, Any], spec: str
+                     ) -> tuple[list[Sample], list[Sample], list[Sample]]:
+    """The splits a checkpoint recorded, from the data as it is now; lost or changed images are an error."""
+    by_key = {sample.key: sample for sample in everything}
+    rebuilt = []
+    for name in ("train", "val", "test"):
+        keys = recorded[name]["keys"]
+        missing = [key for key in keys if key not in by_key]
+        if missing:
+            raise Kd2trtError(f"data {spec!r}: {len(missing)} of the {len(keys)} {name} images the model was "
+                              f"distilled with are gone (e.g. {missing[0]}); restore them, or run `kd2trt distill` "
+                              "again on the data as it is now")
+        samples = [by_key[key] for key in keys]
+        if name in CONTENT_CHECKED and _digest(samples, content=True) != recorded[name]["sha256"]:
+            raise Kd2trtError(f"data {spec!r}: the {name} images changed since distillation (same files, other "
+                              "content or labels); restore them, or run `kd2trt distill` again on the data as it "
+                              "is now")
+        rebuilt.append(samples)
+    return rebuilt[0], rebuilt[1], rebuilt[2]
+
+
+def load_data(config: DataConfig, preprocessing: Preprocessing | None = None, in_memory: bool = True,
+              recorded: dict[str, Any] | None = None) -> DataSplits:
+    """Build the splits of `config.spec`. Pass a checkpoint's `preprocessing` and `recorded` splits
+    (`split_record`) to reproduce them exactly, or fail naming what is gone or changed.
+
+    With `in_memory`, splits whose transform is deterministic are decoded once and kept as tensors
+    when they fit (512 MiB each); larger data sets are decoded per batch.
+    """
+    samples, classes, test_samples = _samples(config)
+    if recorded is not None:
+        train, val, test = _recorded_splits(_flat(samples, test_samples), recorded, config.spec)
+    elif isinstance(samples, tuple):  # imagefolder with its own train/val/test folders
         train, val, test = samples
     else:
         train, val, test = _split(samples, test_samples, config)
@@ -237,21 +318,24 @@ def _digits_samples() -> list[Sample]:
 
     digits = load_digits()
     images = np.clip(np.round(digits.images * (255.0 / 16.0)), 0, 255).astype(np.uint8)
-    return [Sample(label=int(label), array=image) for image, label in zip(images, digits.target, strict=True)]
+    return [Sample(label=int(label), array=image, key=f"digits#{index}")
+            for index, (image, label) in enumerate(zip(images, digits.target, strict=True))]
 
 
 def _class_folders(root: Path) -> list[Path]:
     return sorted(child for child in root.iterdir() if child.is_dir() and not child.name.startswith("."))
 
 
-def _folder_samples(root: Path, classes: list[str]) -> list[Sample]:
+def _folder_samples(root: Path, classes: list[str], top: Path | None = None) -> list[Sample]:
+    """The images of ROOT/CLASS/…, keyed by their path under `top` (the data set's root)."""
+    top = top or root
     samples = []
     for index, name in enumerate(classes):
         folder = root / name
         if not folder.is_dir():
             raise Kd2trtError(f"{folder}: class folder missing (other splits have class {name!r}); add it")
         files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-        samples.extend(Sample(label=index, path=path) for path in files)
+        samples.extend(Sample(label=index, path=path, key=path.relative_to(top).as_posix()) for path in files)
     if not samples:
         raise Kd2trtError(f"{root}: no images found (expected CLASS/*.png|jpg|… under it)")
     return samples
@@ -265,10 +349,10 @@ def _imagefolder_samples(root: Path, config: DataConfig) -> tuple[Any, list[str]
         classes = [folder.name for folder in _class_folders(root / "train")]
         if not classes:
             raise Kd2trtError(f"{root / 'train'}: no class folders; expected train/CLASS/image files")
-        train = _folder_samples(root / "train", classes)
-        test = _folder_samples(root / "test", classes) if (root / "test").is_dir() else None
+        train = _folder_samples(root / "train", classes, root)
+        test = _folder_samples(root / "test", classes, root) if (root / "test").is_dir() else None
         if (root / "val").is_dir():
-            val = _folder_samples(root / "val", classes)
+            val = _folder_samples(root / "val", classes, root)
             if test is None:
                 train, test = _stratified(train, config.test_fraction, config.split_seed)
             return (train, val, test), classes, None
@@ -292,11 +376,12 @@ def _torchvision_samples(kind: str, root: Path) -> tuple[list[Sample], list[str]
             f"{root}: {kind} files not found ({exc}); expected {expected} — kd2trt never downloads"
         ) from None
 
-    def samples(dataset: Any) -> list[Sample]:
+    def samples(dataset: Any, part: str) -> list[Sample]:
         data = dataset.data.numpy() if isinstance(dataset.data, torch.Tensor) else np.asarray(dataset.data)
-        return [Sample(label=int(t), array=a) for a, t in zip(data, dataset.targets, strict=True)]
+        return [Sample(label=int(t), array=a, key=f"{part}#{i}")
+                for i, (a, t) in enumerate(zip(data, dataset.targets, strict=True))]
 
-    return samples(train_set), list(train_set.classes), samples(test_set)
+    return samples(train_set, "train"), list(train_set.classes), samples(test_set, "test")
 
 
 def _stratified(samples: list[Sample], fraction: float, seed: int) -> tuple[list[Sample], list[Sample]]:

@@ -95,6 +95,7 @@ class StageManifest(_Manifest):
     kd2trt: str
     seconds: float
     summary: str
+    fingerprint: str | None = None  # of data the stage reads that is not a file of the run (the data set)
     record: dict[str, Any] | None = None
 
 

@@ -27,6 +27,7 @@ from kd2trt import __version__
 from kd2trt.artifacts import sha256_file
 from kd2trt.bench.stage import bench_stage
 from kd2trt.config import RunConfig
+from kd2trt.data import data_fingerprint
 from kd2trt.distill.train import distill_stage
 from kd2trt.errors import Kd2trtError
 from kd2trt.layout import STAGES, RunLayout
@@ -48,6 +49,7 @@ class StageSpec:
     inputs: Callable[[RunConfig, RunLayout], list[Path]]
     run: StageFn
     record: type[BaseModel] | None = None          # the manifest's `record` must validate as this
+    fingerprint: Callable[[RunConfig], str] | None = None  # of inputs that are not files (the data set)
 
 
 def _key(path: Path, layout: RunLayout) -> str:
@@ -81,6 +83,10 @@ def _hash_or_fail(paths: list[Path], layout: RunLayout, stage: str, what: str) -
     return hashes
 
 
+def _data_fingerprint(config: RunConfig) -> str:
+    return data_fingerprint(config.data)
+
+
 def _teacher_weights(config: RunConfig, _: RunLayout) -> list[Path]:
     return [config.teacher.weights] if config.teacher.weights else []
 
@@ -99,7 +105,8 @@ def _models_and_engines(_: RunConfig, layout: RunLayout) -> list[Path]:
 
 
 PIPELINE = (
-    StageSpec("distill", ("seed", "data", "teacher", "student", "distill"), _teacher_weights, distill_stage),
+    StageSpec("distill", ("seed", "data", "teacher", "student", "distill"), _teacher_weights, distill_stage,
+              fingerprint=_data_fingerprint),
     StageSpec("export", ("export",), _checkpoints, export_stage),
     StageSpec("engines", ("export", "build"), _models, engines_stage),
     StageSpec("bench", ("bench",), _models_and_engines, bench_stage, record=BenchRecord),
@@ -117,6 +124,11 @@ def _current_manifest(spec: StageSpec, config: RunConfig, layout: RunLayout) -> 
     except Kd2trtError:
         return None
     if manifest.config_hash != config.section_hash(*spec.sections):
+        return None
+    try:
+        if spec.fingerprint is not None and manifest.fingerprint != spec.fingerprint(config):
+            return None
+    except Kd2trtError:  # the data cannot be listed now: run the stage, which says why
         return None
     if spec.record is not None:
         try:
@@ -158,6 +170,7 @@ def run_pipeline(config: RunConfig, run_dir: Path | None = None, *, start: str |
             continue
         forced = forced or spec.name == start or spec.name == only
         inputs = spec.inputs(config, layout)  # before the stage runs: they must exist now
+        fingerprint = spec.fingerprint(config) if spec.fingerprint is not None else None  # the data as read
         current = None if forced else _current_manifest(spec, config, layout)
         if current is not None:
             console.print(f"[green]✓[/] {spec.name:8s} up to date ({layout.stage_manifest(spec.name)})")
@@ -175,7 +188,7 @@ def run_pipeline(config: RunConfig, run_dir: Path | None = None, *, start: str |
                                  inputs=_hash_or_fail(inputs, layout, spec.name, "input"),
                                  outputs=_hash_or_fail(outcome.outputs, layout, spec.name, "output"),
                                  kd2trt=__version__, seconds=round(seconds, 2), summary=outcome.summary,
-                                 record=outcome.record)
+                                 fingerprint=fingerprint, record=outcome.record)
         write_manifest(layout.stage_manifest(spec.name), manifest)
         console.print(f"[green]✓[/] {spec.name:8s} {outcome.summary} ({seconds:.1f}s)")
         outcomes[spec.name] = {"status": "ran", "seconds": seconds, "summary": outcome.summary,

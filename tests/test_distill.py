@@ -20,7 +20,7 @@ from kd2trt.config import load_config
 from kd2trt.distill.checkpoint import model_from_checkpoint, read_checkpoint
 from kd2trt.distill.train import run_distill
 from kd2trt.errors import Kd2trtError
-from tests.conftest import child_pythonpath, tiny_overrides
+from tests.conftest import REPO, child_pythonpath, tiny_overrides
 
 QUIET = Console(file=open(os.devnull, "w"))  # noqa: SIM115
 
@@ -183,9 +183,34 @@ def test_torchrun_two_cpu_processes(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr[-2000:]
     summary = json.loads((tmp_path / "distill.json").read_text())
     assert summary["world_size"] == 2
-    # each rank saw half of each epoch: both models still learn (chance is 10 %; one process gets ~88/55)
+    # data.batch_size is the global batch: 2 processes take the steps 1 process takes (chance is 10 %)
     assert summary["teacher"]["test_top1"] > 60.0
     assert summary["student"]["test_top1"] > 40.0
+
+
+def test_ddp_ranks_end_every_stage_with_the_same_model(tmp_path: Path) -> None:
+    """BatchNorm statistics and the best-epoch choice used to differ between ranks (12 of 38 teacher entries)."""
+    overrides = tiny_overrides(**{"teacher.train.epochs": 3, "student.train.epochs": 3})
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+         str(REPO / "tests" / "ddp_ranks.py"), str(tmp_path), json.dumps(overrides)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "PYTHONPATH": child_pythonpath(), "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    assert rank0["best_epochs"] == rank1["best_epochs"]
+    for role, state in rank0["state"].items():
+        different = [key for key, tensor in state.items() if not torch.equal(tensor, rank1["state"][role][key])]
+        assert not different, f"{role}: {len(different)} entries differ between ranks, e.g. {different[:3]}"
+
+
+def test_the_global_batch_must_divide_among_the_processes() -> None:
+    from kd2trt.distill.distributed import DistContext
+    from kd2trt.distill.loop import _rank_batch
+
+    assert _rank_batch(64, DistContext(0, 2, 0, torch.device("cpu"))) == 32
+    with pytest.raises(Kd2trtError, match="must divide among the 3 processes"):
+        _rank_batch(64, DistContext(0, 3, 0, torch.device("cpu")))
 
 
 _DATA = {"spec": "digits", "image_size": 8, "channels": 1, "val_fraction": 0.2, "test_fraction": 0.2,

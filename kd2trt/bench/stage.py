@@ -27,8 +27,7 @@ from kd2trt.bench.report import evaluate_gates, write_report
 from kd2trt.bench.telemetry import TegrastatsSampler
 from kd2trt.bench.trt_runner import engine_candidates
 from kd2trt.config import BenchConfig, RunConfig
-from kd2trt.data import load_data
-from kd2trt.distill.checkpoint import data_config_of, model_from_checkpoint, preprocessing_of, read_checkpoint
+from kd2trt.distill.checkpoint import data_of, model_from_checkpoint, read_checkpoint
 from kd2trt.distill.distributed import resolve_device
 from kd2trt.errors import Kd2trtError
 from kd2trt.evaluation import TorchRunner
@@ -181,7 +180,7 @@ def run_bench(request: BenchRequest, config: BenchConfig, console: Console | Non
     if config.threads:
         torch.set_num_threads(config.threads)
     device = resolve_device(config.device or "auto")
-    data = load_data(data_config_of(student), preprocessing_of(student))
+    data = data_of(student)
     test = data.test
     images = torch.stack([test[i][0] for i in range(len(test))]).numpy().astype(np.float32)
     labels = test.labels.numpy()

@@ -20,7 +20,7 @@ from torch import nn
 
 from kd2trt import __version__
 from kd2trt.config import DataConfig
-from kd2trt.data import Preprocessing
+from kd2trt.data import DataSplits, Preprocessing, load_data
 from kd2trt.errors import Kd2trtError
 from kd2trt.models import build_model
 from kd2trt.torch_io import load_torch
@@ -50,6 +50,23 @@ class ModelSpec(BaseModel):
         return self
 
 
+class SplitRecord(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    keys: list[str]
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
+class SplitsRecord(BaseModel):
+    """The `splits` record: each split's image keys in order, and a hash of its images."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    train: SplitRecord
+    val: SplitRecord
+    test: SplitRecord
+
+
 def _short_errors(error: ValidationError) -> str:
     parts = []
     for item in error.errors()[:3]:
@@ -61,8 +78,9 @@ def _short_errors(error: ValidationError) -> str:
 
 def make_checkpoint(role: str, model_spec: dict[str, Any], state_dict: dict[str, torch.Tensor],
                     classes: list[str], data: dict[str, Any], preprocessing: Preprocessing,
-                    metrics: dict[str, Any]) -> dict[str, Any]:
-    return {
+                    metrics: dict[str, Any], splits: dict[str, Any] | None = None) -> dict[str, Any]:
+    """`splits`: the split membership `kd2trt.data.split_record` made (later stages evaluate exactly it)."""
+    checkpoint = {
         "kd2trt": {"format": FORMAT, "role": role, "version": __version__},
         "model": model_spec,
         "state_dict": {k: v.detach().cpu().clone() for k, v in state_dict.items()},
@@ -71,6 +89,9 @@ def make_checkpoint(role: str, model_spec: dict[str, Any], state_dict: dict[str,
         "preprocessing": preprocessing.model_dump(mode="json"),
         "metrics": metrics,
     }
+    if splits is not None:
+        checkpoint["splits"] = splits
+    return checkpoint
 
 
 def read_checkpoint(path: str | Path, roles: tuple[str, ...] = ROLES) -> dict[str, Any]:
@@ -109,6 +130,12 @@ def _check_records(checkpoint: dict[str, Any], path: Path) -> None:
             model.model_validate(record)
         except ValidationError as exc:
             raise Kd2trtError(f"{path}: malformed {key!r} record ({_short_errors(exc)}); {_RERUN}") from None
+    splits = checkpoint.get("splits")
+    if splits is not None:
+        try:
+            SplitsRecord.model_validate(splits)
+        except ValidationError as exc:
+            raise Kd2trtError(f"{path}: malformed 'splits' record ({_short_errors(exc)}); {_RERUN}") from None
     classes, state = checkpoint["classes"], checkpoint["state_dict"]
     if not isinstance(classes, list) or not classes or not all(isinstance(name, str) for name in classes):
         raise Kd2trtError(f"{path}: malformed 'classes' record (expected a non-empty list of class names); {_RERUN}")
@@ -130,6 +157,16 @@ def model_from_checkpoint(checkpoint: dict[str, Any], source: str | Path = "<che
 
 def preprocessing_of(checkpoint: dict[str, Any]) -> Preprocessing:
     return Preprocessing.model_validate(checkpoint["preprocessing"])
+
+
+def splits_of(checkpoint: dict[str, Any]) -> dict[str, Any] | None:
+    """The recorded split membership (None for checkpoints of kd2trt versions that did not record it)."""
+    return checkpoint.get("splits")
+
+
+def data_of(checkpoint: dict[str, Any]) -> DataSplits:
+    """The data a checkpoint was distilled with: its own spec, preprocessing and recorded splits."""
+    return load_data(data_config_of(checkpoint), preprocessing_of(checkpoint), recorded=splits_of(checkpoint))
 
 
 def data_config_of(checkpoint: dict[str, Any]) -> DataConfig:

@@ -3,6 +3,13 @@
 Reproducibility is by construction: the sampler's shuffle and the global RNG are re-seeded from
 (seed, epoch) at the start of every epoch, so a run resumed from epoch k's state is bit-identical
 on the CPU to one that never stopped. That is also what makes `--resume` after kill -9 trustworthy.
+
+Under torchrun every rank ends every epoch with the same model: DDP keeps the parameters equal, and the
+buffers (BatchNorm running statistics, which each rank updates from its own batches) are broadcast from
+rank 0 before validation, so the ranks score the same model, pick the same best epoch (rank 0's decision is
+broadcast too) and a teacher on rank 1 gives the targets the saved teacher gives. `data.batch_size` is the
+global batch: each of N processes takes batch_size / N images per step, so N processes take the steps one
+process takes, at the recipe's learning rate (no learning-rate scaling rule is needed, and none is applied).
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
+import torch.distributed as dist
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import nn
@@ -101,6 +109,7 @@ def fit(stage: Stage, val_set: Dataset, ctx: DistContext, layout: RunLayout, *, 
     config = stage.train
     last_path = layout.resume_state(stage.role)
     metrics_path = layout.metrics(stage.role)
+    batch_size = _rank_batch(batch_size, ctx)
     sampler = DistributedSampler(stage.train_set, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True,
                                  seed=seed, drop_last=False)
     loader = _loader(stage.train_set, batch_size, num_workers, sampler)
@@ -161,8 +170,9 @@ def fit(stage: Stage, val_set: Dataset, ctx: DistContext, layout: RunLayout, *, 
                 progress.update(task, advance=1, loss=total_loss / batches)
             train_seconds = time.perf_counter() - started
             progress.remove_task(task)
+            _synchronise_buffers(stage.trainable, ctx)
             val_logits, val_labels = predict(stage.model, val_set, ctx.device)
-            val_top1 = top1(val_logits, val_labels)
+            val_top1 = _from_rank0(top1(val_logits, val_labels), ctx)
             seconds = time.perf_counter() - started
             record = {"epoch": epoch + 1, "train_loss": total_loss / batches,
                       **{f"loss_{k}": v / batches for k, v in terms_sum.items()},
@@ -192,6 +202,30 @@ def fit(stage: Stage, val_set: Dataset, ctx: DistContext, layout: RunLayout, *, 
             ctx.barrier()
     stage.model.load_state_dict(best_state)
     return result
+
+
+def _rank_batch(batch_size: int, ctx: DistContext) -> int:
+    """Each process's share of the global `data.batch_size`."""
+    if batch_size % ctx.world_size:
+        raise Kd2trtError(f"data.batch_size {batch_size} is the global batch and must divide among the "
+                          f"{ctx.world_size} processes; use a multiple of {ctx.world_size}")
+    return batch_size // ctx.world_size
+
+
+def _synchronise_buffers(module: nn.Module, ctx: DistContext) -> None:
+    """Rank 0's buffers (BatchNorm running statistics) on every rank: each rank updated them from its own data."""
+    if ctx.distributed:
+        for buffer in module.buffers():
+            dist.broadcast(buffer, src=0)
+
+
+def _from_rank0(value: float, ctx: DistContext) -> float:
+    """Rank 0's value on every rank, so that every rank takes the same decision."""
+    if not ctx.distributed:
+        return value
+    holder = [value]
+    dist.broadcast_object_list(holder, src=0)
+    return float(holder[0])
 
 
 def _best_metrics(result: FitResult) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, Subset
 
 from kd2trt.artifacts import atomic_write_json, atomic_write_text
 from kd2trt.config import ModelConfig, RunConfig, dump_config
-from kd2trt.data import DataSplits, ImageDataset, labeled_mask, load_data
+from kd2trt.data import DataSplits, ImageDataset, labeled_mask, load_data, split_record
 from kd2trt.distill.checkpoint import make_checkpoint
 from kd2trt.distill.distributed import DistContext, init_distributed
 from kd2trt.distill.loop import FitResult, Resume, Stage, fit
@@ -112,6 +112,7 @@ class DistillRun:
         self.console = console
         self.ctx: DistContext = init_distributed(config.device)
         self.data: DataSplits = load_data(config.data)
+        self.splits = split_record(self.data)
         use_tensorboard = config.tensorboard and self.ctx.is_main
         self.tensorboard = _tensorboard_writer(self.layout.tensorboard_dir) if use_tensorboard else None
         train_labels = self.data.train.labels
@@ -133,7 +134,7 @@ class DistillRun:
     def _checkpoint_fn(self, role: str, spec: dict[str, Any]):
         def make(model: nn.Module, metrics: dict[str, Any]) -> dict[str, Any]:
             return make_checkpoint(role, spec, model.state_dict(), self.data.classes, self._data_record(),
-                                   self.data.preprocessing, metrics)
+                                   self.data.preprocessing, metrics, self.splits)
         return make
 
     def _fit(self, stage: Stage) -> FitResult:
@@ -178,7 +179,7 @@ class DistillRun:
         result = self._fit(stage)
         return model, self._finish("teacher", model, spec, result)
 
-    def student(self, teacher: nn.Module) -> StageReport:
+    def student(self, teacher: nn.Module) -> tuple[nn.Module, StageReport]:
         cfg, kd = self.config.student, self.config.distill
         student, spec = self._new_model(cfg, "student")
         teacher.eval().requires_grad_(False)
@@ -214,9 +215,9 @@ class DistillRun:
                       self._checkpoint_fn("student", spec),
                       self.config.section_hash("seed", "data", "teacher", "student", "distill"))
         result = self._fit(stage)
-        return self._finish("student", student, spec, result)
+        return student, self._finish("student", student, spec, result)
 
-    def baseline(self) -> StageReport:
+    def baseline(self) -> tuple[nn.Module, StageReport]:
         """The same student, from scratch, on the labeled images only, with the KD stage's step count."""
         cfg = self.config.student
         student, spec = self._new_model(cfg, "baseline")
@@ -229,7 +230,7 @@ class DistillRun:
                       self._ce_step(cfg.train.label_smoothing), self._checkpoint_fn("baseline", spec),
                       self.config.section_hash("seed", "data", "student"))
         result = self._fit(stage)
-        return self._finish("baseline", student, spec, result)
+        return student, self._finish("baseline", student, spec, result)
 
     def _make_adapter(self, student: nn.Module, teacher: nn.Module) -> HintAdapter:
         """Size the adapter from one probe batch through both models' taps."""
@@ -300,9 +301,9 @@ def run_distill(config: RunConfig, run_dir: Path | None = None, *, resume: Resum
         atomic_write_text(run.layout.config_file, dump_config(config))
     run.ctx.barrier()
     teacher, teacher_report = run.teacher()
-    reports = [teacher_report, run.student(teacher)]
+    reports = [teacher_report, run.student(teacher)[1]]
     if config.distill.baseline:
-        reports.append(run.baseline())
+        reports.append(run.baseline()[1])
     summary = _summary(config, run, reports, time.perf_counter() - started)
     if run.ctx.is_main:
         atomic_write_json(run.layout.distill_summary, summary)

@@ -25,8 +25,8 @@ from torch import nn
 
 from kd2trt.artifacts import atomic_path, atomic_write_json, sha256_file
 from kd2trt.config import ExportConfig, RunConfig
-from kd2trt.data import DataSplits, Preprocessing, load_data
-from kd2trt.distill.checkpoint import data_config_of, model_from_checkpoint, preprocessing_of, read_checkpoint
+from kd2trt.data import DataSplits, Preprocessing
+from kd2trt.distill.checkpoint import data_of, model_from_checkpoint, preprocessing_of, read_checkpoint
 from kd2trt.errors import Kd2trtError
 from kd2trt.evaluation import TorchRunner
 from kd2trt.layout import ModelFiles, RunLayout, sidecar
@@ -92,7 +92,7 @@ class ExportRun:
     def data(self) -> DataSplits:
         """The checkpoint's own data spec and preprocessing, loaded on first use only."""
         if self._data is None:
-            self._data = load_data(data_config_of(self.checkpoint), self.preprocessing)
+            self._data = data_of(self.checkpoint)
         return self._data
 
     def split_images(self, split: str, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -235,7 +235,7 @@ def calibration_set_for(checkpoint: dict[str, Any], config: ExportConfig, calib_
     prep = preprocessing_of(checkpoint)
     if calib_data is not None:
         return calibration.calibration_set_from_file(calib_data, (prep.channels, prep.image_size, prep.image_size))
-    data = data or load_data(data_config_of(checkpoint), prep)
+    data = data or data_of(checkpoint)
     return calibration.calibration_set_from_split(data.train, config.calib_images, config.calib_seed,
                                                   f"{checkpoint['data']['spec']} train split")
 
