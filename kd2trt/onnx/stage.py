@@ -37,6 +37,7 @@ from kd2trt.onnx.calib_cache import (
     CalibCacheError,
     CalibrationCache,
     TrtVersion,
+    check_cache_tensors,
     manifest_path,
     read_cache,
     read_cache_manifest,
@@ -260,6 +261,7 @@ def _reused_cache(run: ExportRun, onnx_sha: str) -> tuple[dict[str, float], dict
     path = run.request.calib_cache
     assert path is not None
     cache = read_cache(path)
+    check_cache_tensors(cache, run.path(".onnx"), path)
     manifest_file = manifest_path(path)
     manifest: dict[str, Any] | None = None
     if manifest_file.exists():
