@@ -20,6 +20,13 @@ The format, as written by TensorRT 8.5-10.x::
   hex without zero padding: a zero scale is a bare ``0`` and ``+inf`` is ``7f800000``.
 * Tensor names may themselves contain ``": "`` (TorchScript-style names do), so a line is split on its
   **last** ``": "``. The file ends with a newline.
+
+Line order does not matter to TensorRT, but kd2trt writes the same bytes for the same ONNX and calibration
+data: caches list tensors in the graph's topological order (unknown names sorted after them) -- the order
+:func:`kd2trt.onnx.calibration.collect_ranges` returns, or ``order=`` of :meth:`CalibrationCache.from_amax`
+-- never the order a calibrator happened to produce. A cache read for reuse is checked
+with :func:`check_cache_tensors` against the graph it is meant for (a header-only cache, or one lacking
+tensors, would leave layers uncalibrated).
 """
 
 from __future__ import annotations
@@ -28,10 +35,11 @@ import math
 import os
 import re
 import struct
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
+from typing import Any
 
 from kd2trt.artifacts import atomic_write_bytes
 from kd2trt.errors import Kd2trtError, TrtVersionError
@@ -43,6 +51,8 @@ __all__ = [
     "TRT_ALGORITHMS",
     "CalibCacheError",
     "CalibrationCache",
+    "activation_tensors",
+    "check_cache_tensors",
     "check_compatible",
     "parse_cache",
     "read_cache",
@@ -139,9 +149,19 @@ class CalibrationCache:
 
     @classmethod
     def from_amax(
-        cls, amax: Mapping[str, float], version: TrtVersion, algorithm: str = "entropy"
+        cls,
+        amax: Mapping[str, float],
+        version: TrtVersion,
+        algorithm: str = "entropy",
+        order: Sequence[str] | None = None,
     ) -> CalibrationCache:
         """Build a cache from activation ranges (``max |x|`` per tensor) computed by kd2trt.
+
+        Tensors are laid out in ``order`` when it is given (the graph's topological order, e.g.
+        :func:`activation_tensors`), followed by any others sorted by name; without ``order`` in the order
+        of ``amax``. ONNX Runtime's calibrators return ranges in ``set`` order, which changes from one process
+        to the next: :func:`kd2trt.onnx.calibration.collect_ranges` therefore returns them in graph order
+        (unknown names sorted), so a cache built from its ranges has the same bytes on every export.
 
         The scale is ``amax / 127`` rounded once to float32 -- what TensorRT's calibrators store. Ranges that
         are not finite or are negative are refused, naming the tensor, because TensorRT would accept such a
@@ -153,7 +173,13 @@ class CalibrationCache:
                 "build with explicit quantization (Q/DQ nodes) instead"
             )
         scales: dict[str, float] = {}
-        for name, value in amax.items():
+        if order is None:
+            names = list(amax)
+        else:
+            listed = [n for n in dict.fromkeys(order) if n in amax]
+            names = listed + sorted(set(amax) - set(listed), key=str)
+        for name in names:
+            value = amax[name]
             _check_name(name)
             try:
                 number = float(value)
@@ -192,7 +218,11 @@ class CalibrationCache:
         return {name: scale * 127.0 for name, scale in self.scales.items()}
 
     def to_text(self) -> str:
-        """Serialise exactly as TensorRT does, trailing newline included."""
+        """Serialise exactly as TensorRT does, trailing newline included, in the order of ``scales``.
+
+        That order is deterministic: a parsed cache keeps its file's order (byte-exact round trip), a cache
+        from :meth:`from_amax` has ``order`` (graph order) or the order of the ranges it was given.
+        """
         lines = [self.header]
         for name, scale in self.scales.items():
             _check_name(name)
@@ -203,6 +233,51 @@ class CalibrationCache:
                     f"scale for tensor {_show(name)} is {scale!r}, which is not a float32 value"
                 ) from None
         return "\n".join(lines) + "\n"
+
+
+def activation_tensors(model: Any) -> list[str]:
+    """The tensors of an ONNX graph that calibration covers, in topological order.
+
+    ``model`` is an ``onnx.ModelProto`` or a path. These are the float (FP32/FP16) graph inputs and node
+    outputs that depend on a graph input -- the activations a TensorRT calibrator gives a range. Outputs
+    computed from initializers alone (an ``Identity`` of a weight) are constants, not activations.
+    """
+    import onnx
+
+    if not isinstance(model, onnx.ModelProto):
+        model = onnx.load(str(model))
+    inferred = onnx.shape_inference.infer_shapes(model)
+    types = {v.name: v.type for v in (*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output)}
+    floats = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16}
+    initializers = {i.name for i in model.graph.initializer}
+    dynamic = {i.name for i in model.graph.input if i.name not in initializers}
+    order = [i.name for i in model.graph.input if i.name in dynamic]
+    for node in model.graph.node:
+        if any(name in dynamic for name in node.input):
+            dynamic.update(node.output)
+            order.extend(node.output)
+    return [name for name in dict.fromkeys(order) if name and name in types
+            and types[name].HasField("tensor_type") and types[name].tensor_type.elem_type in floats]
+
+
+def check_cache_tensors(cache: CalibrationCache, model: Any, source: str | os.PathLike[str] = "<calibration cache>"
+                        ) -> None:
+    """Refuse, in one line, a cache that cannot calibrate ``model`` (an ``onnx.ModelProto`` or a path).
+
+    A cache holding only its header, or lacking activation tensors of the graph (see
+    :func:`activation_tensors`), would leave those layers without a range: TensorRT runs them in higher
+    precision with only a warning, and the Q/DQ graph cannot be built at all. Call it on a cache read for
+    reuse, before anything is derived from it (``kd2trt.onnx.stage._reused_cache``, after ``read_cache``).
+    """
+    fix = "re-run `kd2trt export --int8` on the host with the calibration data"
+    if not cache.scales:
+        raise CalibCacheError(f"{source} holds only its header ({cache.header}) and no tensor scales; {fix}")
+    missing = [name for name in activation_tensors(model) if name not in cache.scales]
+    if missing:
+        shown = ", ".join(_show(n, 60) for n in missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3
+                                                               else "")
+        raise CalibCacheError(f"{source} lacks {len(missing)} tensor(s) the graph needs ({shown}); was it made for "
+                              f"another ONNX? {fix}")
 
 
 def _check_name(name: object) -> None:

@@ -4,6 +4,12 @@ One set of statistics feeds both INT8 outputs — the TensorRT calibration cache
 TensorRT ≤ 10.x) and the Q/DQ ONNX (explicit INT8, TensorRT 8.6–11.x) — so the two paths quantise
 with the same ranges. Methods: `entropy` (KL-divergence threshold, TensorRT's own default; 2048
 histogram bins and 128 quantised bins as TensorRT uses), `minmax`, `percentile` (99.999th).
+
+Checked before anything is written: calibration data that is constant (all zeros, say) is refused when
+read, and an activation whose range over the calibration set is zero is an error naming the tensors — its
+scale would be 0, which TensorRT accepts and turns into an all-zero INT8 tensor, and a Q/DQ divides by.
+Ranges come back in the graph's topological order (graph inputs, then node outputs as the nodes are
+sorted), not in ONNX Runtime's set order, so the same ONNX and data give the same cache bytes every time.
 """
 
 from __future__ import annotations
@@ -11,10 +17,12 @@ from __future__ import annotations
 import hashlib
 import math
 import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import onnx
 import torch
 from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod
 from onnxruntime.quantization.calibrate import TensorData, TensorsData, create_calibrator
@@ -22,6 +30,7 @@ from onnxruntime.quantization.calibrate import TensorData, TensorsData, create_c
 from kd2trt.data import ImageDataset
 from kd2trt.errors import Kd2trtError
 from kd2trt.onnx import runtime
+from kd2trt.onnx.calib_cache import activation_tensors
 
 METHODS = {"entropy": CalibrationMethod.Entropy, "minmax": CalibrationMethod.MinMax,
            "percentile": CalibrationMethod.Percentile}
@@ -85,6 +94,10 @@ def calibration_set_from_file(path: Path, expected_chw: tuple[int, int, int]) ->
         raise Kd2trtError(f"{path}: calibration data is empty; it needs a few hundred representative images")
     if not np.isfinite(array).all():
         raise Kd2trtError(f"{path}: calibration data contains NaN or inf values")
+    low, high = float(array.min()), float(array.max())
+    if low == high:
+        raise Kd2trtError(f"{path}: calibration data is constant (every value is {low:g}); it needs a few "
+                          "hundred representative preprocessed images, not a placeholder array")
     return CalibrationSet(array.astype(np.float32), f"{path}: {len(array)} images")
 
 
@@ -112,7 +125,31 @@ def collect_ranges(onnx_path: Path, calibration: CalibrationSet, method: str, ba
         for chunk in calibration.batches(batch_size):
             calibrator.collect_data(_Reader(input_name, [chunk]))
         ranges = calibrator.compute_data()
+    model = onnx.load(str(onnx_path))
+    ordered = graph_order(model, ranges.data)
+    ranges = TensorsData(ranges.calibration_method, {name: ranges.data[name] for name in ordered})
+    check_nonzero_ranges(amax_of(ranges), activation_tensors(model), calibration.source)
     return ranges
+
+
+def graph_order(model: onnx.ModelProto, names: Iterable[str]) -> list[str]:
+    """`names` in the graph's topological order (inputs, then node outputs); any others after, sorted."""
+    wanted = set(names)
+    order = [i.name for i in model.graph.input] + [out for node in model.graph.node for out in node.output]
+    seen: set[str] = set()
+    ordered = [n for n in order if n in wanted and not (n in seen or seen.add(n))]
+    return ordered + sorted(wanted - seen)
+
+
+def check_nonzero_ranges(amax: dict[str, float], activations: list[str], source: str) -> None:
+    """A zero range on a data-dependent tensor (all-zero or constant over the calibration set) is an error
+    naming the tensors; constants folded into the graph (e.g. Identity of an initializer) are exempt."""
+    zero = [name for name in activations if amax.get(name) == 0.0]
+    if zero:
+        shown = ", ".join(repr(n) for n in zero[:5]) + (f" and {len(zero) - 5} more" if len(zero) > 5 else "")
+        raise Kd2trtError(f"calibration on {source}: {len(zero)} tensor(s) have a zero range (all-zero or constant "
+                          f"over every calibration image): {shown}; their INT8 scale would be 0 — calibrate "
+                          "on representative images, or check the model for dead layers")
 
 
 def amax_of(ranges: TensorsData) -> dict[str, float]:

@@ -33,7 +33,14 @@ from kd2trt.layout import ModelFiles, RunLayout, sidecar
 from kd2trt.manifests import CacheManifest, write_manifest
 from kd2trt.metrics import top1
 from kd2trt.onnx import calibration
-from kd2trt.onnx.calib_cache import CalibrationCache, read_cache, read_cache_manifest, resolve_algorithm, write_cache
+from kd2trt.onnx.calib_cache import (
+    CalibrationCache,
+    check_cache_tensors,
+    read_cache,
+    read_cache_manifest,
+    resolve_algorithm,
+    write_cache,
+)
 from kd2trt.onnx.export import check_onnx, export_onnx, opset_of
 from kd2trt.onnx.fp16 import convert_fp16
 from kd2trt.onnx.parity import Parity, compare, require
@@ -204,10 +211,11 @@ def export_int8(run: ExportRun, fp32_path: Path, onnx_sha: str, timings: dict[st
                               f"{calibration.MIN_RECOMMENDED_IMAGES}+ representative images give stabler ranges")
     _timed(timings, "calibration_seconds", started)
     caches = []
+    order = calibration.graph_order(onnx.load(str(fp32_path)), amax)  # the same file for the same inputs
     for version in run.targets:
         if not version.supports_implicit_int8:
             continue  # TensorRT 11 has no calibrator: its INT8 comes from the Q/DQ graph alone
-        cache = CalibrationCache.from_amax(amax, version, resolve_algorithm(method))
+        cache = CalibrationCache.from_amax(amax, version, resolve_algorithm(method), order=order)
         cache_path = run.files.calib_cache(version)
         write_cache(cache, cache_path)
         manifest = CacheManifest(cache=cache_path.name, header=cache.header, trt_version=str(version),
@@ -249,6 +257,7 @@ def _reused_cache(run: ExportRun, onnx_sha: str) -> tuple[dict[str, float], dict
     path = run.request.calib_cache
     assert path is not None
     cache = read_cache(path)
+    check_cache_tensors(cache, run.files.onnx("fp32"), path)
     manifest_file = sidecar(path)
     manifest: CacheManifest | None = None
     if manifest_file.exists():
