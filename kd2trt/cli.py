@@ -163,7 +163,11 @@ def bench(
         from kd2trt.config import load_config
 
         config = load_config(recipe, _overrides(set_, overrides or {}))
-        result = run_bench(BenchRequest(run_dir, out, engines_dir), config.bench_config(), _out)
+        from kd2trt.bench.report import ParityTolerances
+
+        bench_config = config.bench_config()
+        result = run_bench(BenchRequest(run_dir, out, engines_dir), bench_config, _out,
+                           ParityTolerances.of(config.export, bench_config))
     for item in result["skipped"]:
         _out.print(f"[dim]skipped: {item}[/]")
     _report_and_gates(result["files"], result["gates"])

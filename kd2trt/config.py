@@ -209,6 +209,11 @@ class BenchConfig(_Strict):
     min_agreement: float | None = Field(None, ge=0, le=100, description="gate: % agreement with the teacher")
     min_speedup: float | None = Field(None, gt=0, description="gate: p50 speed-up vs the teacher at the first "
                                       "of batch_sizes")
+    parity: bool = Field(True, description="gate: every exported form of the student computes what the FP32 "
+                         "student does: max |Δlogit| within export.parity_atol (FP32) and export.fp16_atol (FP16), "
+                         "top-1 agreement at least int8_min_agreement (INT8)")
+    int8_min_agreement: float = Field(97.0, ge=0, le=100, description="gate: % of test images on which an INT8 "
+                                      "form predicts what the FP32 student predicts")
 
 
 class RunConfig(_Strict):

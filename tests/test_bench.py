@@ -97,6 +97,30 @@ def test_gates_name_row_and_figure() -> None:
     assert evaluate_gates({"rows": [row]}, BenchConfig()) == []
 
 
+def test_parity_gates_check_every_exported_form_against_the_fp32_student() -> None:
+    from kd2trt.bench.report import ParityTolerances
+
+    def row(backend: str, precision: str, diff: float, agreement: float) -> dict:
+        return {"model": "student", "precision": precision, "backend": backend, "device": "cuda:0",
+                "delta_top1_vs_teacher": 0.0, "speedup_vs_teacher": 1.0,
+                "accuracy": {"agreement_with_teacher": 99.0, "max_abs_diff_vs_fp32_student": diff,
+                             "agreement_with_fp32_student": agreement}}
+
+    rows = [row("pytorch", "fp32", 0.0, 100.0), row("tensorrt", "fp32", 2e-4, 100.0),
+            row("onnxruntime", "fp16", 0.01, 100.0), row("tensorrt", "int8", 3.0, 95.0),
+            row("onnxruntime", "int8", 3.0, 99.5)]
+    tolerances = ParityTolerances(fp32_atol=1e-4, fp16_atol=0.05, int8_min_agreement=97.0)
+    gates = evaluate_gates({"rows": rows}, BenchConfig(), tolerances)
+    assert [(g["row"], g["passed"]) for g in gates] == [
+        ("student fp32 (tensorrt, cuda:0)", False), ("student fp16 (onnxruntime, cuda:0)", True),
+        ("student int8 (tensorrt, cuda:0)", False), ("student int8 (onnxruntime, cuda:0)", True)]
+    assert gates[0]["message"] == ("student fp32 (tensorrt, cuda:0): max |Δlogit| vs the FP32 student 0.0002 "
+                                   "(required ≤ 0.0001, export.parity_atol)")  # top-1 held, the numbers did not
+    assert gates[2]["message"].endswith("agreement with the FP32 student 95.00% (required ≥ 97, "
+                                        "bench.int8_min_agreement)")
+    assert evaluate_gates({"rows": rows}, BenchConfig(parity=False), tolerances) == []
+
+
 @pytest.fixture(scope="module")
 def exported_run(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     run_dir = tmp_path_factory.mktemp("bench_run")

@@ -27,6 +27,7 @@ def accuracy(logits: np.ndarray, labels: np.ndarray, teacher_logits: np.ndarray,
     out["kl_to_teacher"] = float((np.exp(log_p_teacher) * (log_p_teacher - log_p_model)).sum(axis=1).mean())
     if reference_logits is not None:
         out["max_abs_diff_vs_fp32_student"] = float(np.abs(logits - reference_logits).max())
+        out["agreement_with_fp32_student"] = float((predictions == reference_logits.argmax(1)).mean() * 100)
     out["per_class_top1"] = {
         name: float((predictions[labels == index] == index).mean() * 100) if (labels == index).any() else None
         for index, name in enumerate(classes)

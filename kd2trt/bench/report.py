@@ -3,11 +3,12 @@ and the gates a CI/CD pipeline uses (exit code 1 naming the failing row and figu
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from kd2trt.artifacts import atomic_path, atomic_write_json, atomic_write_text
-from kd2trt.config import BenchConfig
+from kd2trt.config import BenchConfig, ExportConfig
 from kd2trt.layout import RunLayout
 
 
@@ -93,13 +94,50 @@ def plot(result: dict[str, Any], path: Path) -> Path:
     return path
 
 
-def evaluate_gates(result: dict[str, Any], config: BenchConfig) -> list[dict[str, Any]]:
-    """Each configured gate checked on every student row (the deployable forms)."""
+@dataclass(frozen=True)
+class ParityTolerances:
+    """How far an exported form may drift from the FP32 student: the export's own gates, applied to the test
+    split and to every backend (ONNX Runtime, TensorRT), as Polygraphy compares runners."""
+
+    fp32_atol: float
+    fp16_atol: float
+    int8_min_agreement: float
+
+    @classmethod
+    def of(cls, export: ExportConfig, bench: BenchConfig) -> ParityTolerances:
+        return cls(export.parity_atol, export.fp16_atol, bench.int8_min_agreement)
+
+
+def _parity_gate(row: dict[str, Any], label: str, tolerances: ParityTolerances) -> dict[str, Any] | None:
+    """FP32/FP16: max |Δlogit| vs the FP32 student; INT8: top-1 agreement with it. None for the reference."""
+    accuracy = row["accuracy"]
+    if "max_abs_diff_vs_fp32_student" not in accuracy or (row["backend"], row["precision"]) == ("pytorch", "fp32"):
+        return None
+    if row["precision"] == "int8":
+        value, limit = accuracy["agreement_with_fp32_student"], tolerances.int8_min_agreement
+        passed, text, sign, key = value >= limit, f"agreement with the FP32 student {value:.2f}%", "≥", \
+            "bench.int8_min_agreement"
+    else:
+        value = accuracy["max_abs_diff_vs_fp32_student"]
+        limit = tolerances.fp32_atol if row["precision"] == "fp32" else tolerances.fp16_atol
+        key = "export.parity_atol" if row["precision"] == "fp32" else "export.fp16_atol"
+        passed, text, sign = value <= limit, f"max |Δlogit| vs the FP32 student {value:.3g}", "≤"
+    return {"gate": "parity", "row": label, "value": value, "limit": limit, "passed": bool(passed),
+            "message": f"{label}: {text} (required {sign} {limit:g}, {key})"}
+
+
+def evaluate_gates(result: dict[str, Any], config: BenchConfig, tolerances: ParityTolerances | None = None
+                   ) -> list[dict[str, Any]]:
+    """Each configured gate checked on every student row (the deployable forms); with `tolerances` (and
+    `config.parity`), the parity of each exported form with the FP32 student too."""
     gates = []
     for row in result["rows"]:
         if row["model"] != "student":
             continue
         label = f"{row['model']} {row['precision']} ({row['backend']}, {row['device']})"
+        parity = _parity_gate(row, label, tolerances) if tolerances is not None and config.parity else None
+        if parity is not None:
+            gates.append(parity)
         checks = [
             ("max_top1_drop", -row["delta_top1_vs_teacher"], config.max_top1_drop,
              lambda value, limit: value <= limit, "top-1 drop vs teacher {value:.2f} points", "≤"),

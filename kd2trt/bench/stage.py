@@ -23,7 +23,7 @@ from rich.console import Console
 
 from kd2trt.bench.accuracy import accuracy
 from kd2trt.bench.latency import measure
-from kd2trt.bench.report import evaluate_gates, write_report
+from kd2trt.bench.report import ParityTolerances, evaluate_gates, write_report
 from kd2trt.bench.telemetry import TegrastatsSampler
 from kd2trt.bench.trt_runner import engine_candidates
 from kd2trt.config import BenchConfig, RunConfig
@@ -173,8 +173,11 @@ def _speedup(teacher_row: dict[str, Any], row: dict[str, Any], batch: str) -> fl
     return teacher_row["latency"][batch]["host"]["median_ms"] / row["latency"][batch]["host"]["median_ms"]
 
 
-def run_bench(request: BenchRequest, config: BenchConfig, console: Console | None = None) -> dict[str, Any]:
-    """Measure every candidate, write report.{md,json,png}; the result includes the gates' outcome."""
+def run_bench(request: BenchRequest, config: BenchConfig, console: Console | None = None,
+              tolerances: ParityTolerances | None = None) -> dict[str, Any]:
+    """Measure every candidate, write report.{md,json,png}; the result includes the gates' outcome.
+
+    `tolerances`: the parity each exported form must keep with the FP32 student (a gate when given)."""
     console = console or Console()
     student, teacher, baseline = _checkpoints(request.layout)
     if config.threads:
@@ -229,14 +232,16 @@ def run_bench(request: BenchRequest, config: BenchConfig, console: Console | Non
                      + ", host latency by perf_counter_ns, GPU compute by CUDA events"),
         "environment": env, "rows": rows, "skipped": skipped,
     }
-    result["gates"] = evaluate_gates(result, config)
+    result["gates"] = evaluate_gates(result, config, tolerances)
     result["files"] = {k: str(v) for k, v in write_report(result, request.layout, request.out_dir).items()}
     return result
 
 
 def bench_stage(config: RunConfig, layout: RunLayout, console: Console, resume: bool = True) -> StageResult:
     """The bench stage of `kd2trt run`; its gates and report files are recorded in the stage manifest."""
-    result = run_bench(BenchRequest(layout.root, engines_dir=layout.engines_dir), config.bench_config(), console)
+    bench = config.bench_config()
+    result = run_bench(BenchRequest(layout.root, engines_dir=layout.engines_dir), bench, console,
+                       ParityTolerances.of(config.export, bench))
     failed = sum(not g["passed"] for g in result["gates"])
     text = f"{len(result['rows'])} rows" + (f", {failed} gate(s) failed" if failed else "")
     return StageResult([Path(p) for p in result["files"].values()], text, report=result,

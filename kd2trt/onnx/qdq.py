@@ -28,9 +28,11 @@ which the TensorRT 8.5-era parsers need (they reject an int8 initialiser feeding
 Every activation scale is `amax / 127` of that same tensor as float32 — the value the TensorRT
 calibration cache holds for it — so both INT8 paths quantise identically.
 
-**Library**: onnxruntime's `quantize_static` (already a dependency), restricted to the op types above with
-`OpTypesToExcludeOutputQuantization` (no output Q/DQ), `ForceQuantizeNoInputCheck` (pooling inputs) and the
-ranges handed over through its calibration-cache file (no recalibration), then one graph pass here that
+**Library**: onnxruntime's QDQ quantiser (`QDQQuantizer`, what `quantize_static` runs after calibrating;
+already a dependency), restricted to the op types above with `OpTypesToExcludeOutputQuantization` (no output
+Q/DQ) and `ForceQuantizeNoInputCheck` (pooling inputs), and handed kd2trt's own ranges directly: no
+recalibration, and no need for `quantize_static(calibration_cache_path=…)`, which only onnxruntime 1.27+ has
+(none of which installs on Python 3.10, i.e. JetPack 6). Then one graph pass here that
 keeps exactly the (consumer, input) pairs the policy asks for — ORT quantises a tensor for all its consumers,
 which would put a Q/DQ on the Conv-branch addend of a residual Add. NVIDIA ModelOpt's ONNX PTQ gives a
 similar placement but was measured to raise the opset 17 → 19, skip convs with few channels and parse the
@@ -46,8 +48,9 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
-from onnxruntime.quantization.calibrate import TensorData, TensorsData, save_tensors_data
+from onnxruntime.quantization import QDQQuantizer, QuantType
+from onnxruntime.quantization.calibrate import TensorData, TensorsData
+from onnxruntime.quantization.quant_utils import load_model_with_shape_infer
 
 from kd2trt.artifacts import atomic_path
 from kd2trt.errors import Kd2trtError
@@ -191,17 +194,13 @@ def quantize_qdq(onnx_path: Path, output_path: Path, ranges: TensorsData) -> Pat
     with tempfile.TemporaryDirectory(prefix="kd2trt-qdq-") as tmp, atomic_path(output_path) as out, runtime.quiet():
         named = Path(tmp) / "named.onnx"
         onnx.save(model, str(named))
-        cache = Path(tmp) / "ranges.json"
-        save_tensors_data(ranges, cache)
-        quantize_static(
-            str(named), str(out), calibration_data_reader=None, quant_format=QuantFormat.QDQ,
-            op_types_to_quantize=[*WEIGHTED_OPS, *POOLING_OPS, *RESIDUAL_OPS],
-            nodes_to_quantize=sorted({name for name, _ in wanted}),
-            per_channel=True, reduce_range=False, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-            calibrate_method=ranges.calibration_method, extra_options=dict(TENSORRT_QDQ_OPTIONS),
-            calibration_cache_path=str(cache),
-        )
-        quantized = onnx.load(str(out))
+        quantizer = QDQQuantizer(
+            load_model_with_shape_infer(named), True, False, QuantType.QInt8, QuantType.QInt8, ranges,
+            sorted({name for name, _ in wanted}), [], [*WEIGHTED_OPS, *POOLING_OPS, *RESIDUAL_OPS],
+            dict(TENSORRT_QDQ_OPTIONS))  # per_channel, no reduce_range, weight/activation types, ranges, nodes
+        quantizer.quantize_model()
+        quantizer.model.topological_sort()
+        quantized = quantizer.model.model
         _prune(quantized, wanted)
         check_placement(quantized, wanted, output_path)
         onnx.save(quantized, str(out))
