@@ -54,6 +54,7 @@ EXPORT_FLAGS = (
     Flag("export.trt_versions", "--trt-version"),
     Flag("export.calib_method", "--calib-method"),
     Flag("export.calib_images", "--calib-images"),
+    Flag("export.int8_budget", "--int8-budget"),
     Flag("export.opset", "--opset"),
     Flag("export.simplify", "--simplify"),
     Flag("export.teacher", "--teacher"),

@@ -153,6 +153,10 @@ class ExportConfig(_Strict):
     calib_method: Literal["entropy", "minmax", "percentile"] = Field(
         "entropy", description="how activation ranges are chosen from the calibration statistics")
     calib_images: int = Field(512, ge=1, description="drawn stratified from the train split")
+    int8_budget: float | None = Field(
+        None, ge=0, description="INT8 accuracy budget: top-1 points the INT8 graph may lose against the FP32 graph "
+        "on the validation split; searches the calibration method, then keeps the fewest layers in higher "
+        "precision (none: calib_method, every layer INT8)")
     calib_seed: int = 0
     trt_versions: list[str] = Field(
         ["10.3"], description="TensorRT versions to write calibration caches for and to preflight the graph "

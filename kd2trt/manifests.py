@@ -121,6 +121,8 @@ class CacheManifest(_Manifest):
     calibration: dict[str, Any]
     preprocessing: dict[str, Any]
     tools: dict[str, str]
+    #: layers (ONNX node names) an INT8 budget keeps in higher precision: the engine builder applies them
+    high_precision_layers: list[str] = Field(default_factory=list)
 
 
 # ------------------------------------------------------------------------------------------ engines

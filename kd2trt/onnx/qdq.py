@@ -76,8 +76,18 @@ TENSORRT_QDQ_OPTIONS = {
 }
 
 
-def tensorrt_qdq_inputs(model: onnx.ModelProto) -> set[tuple[str, int]]:
-    """The (node name, input index) pairs TensorRT's placement quantises; every node must be named."""
+#: ops between a pooling layer and the weighted op it feeds that leave the values as they are
+_SHAPE_OPS = ("Flatten", "Reshape", "Squeeze", "Unsqueeze")
+
+
+def tensorrt_qdq_inputs(model: onnx.ModelProto, high_precision: Iterable[str] = ()) -> set[tuple[str, int]]:
+    """The (node name, input index) pairs TensorRT's placement quantises; every node must be named.
+
+    `high_precision`: weighted nodes kept out of INT8. Their inputs are not quantised, and neither is what only
+    exists to let them run in INT8: the residual input of an Add fused into one of them, and the input of a
+    pooling layer whose every weighted consumer is one of them.
+    """
+    kept = set(high_precision)
     graph = model.graph
     initializers = {i.name for i in graph.initializer}
     producers = {out: node for node in graph.node for out in node.output}
@@ -93,12 +103,29 @@ def tensorrt_qdq_inputs(model: onnx.ModelProto) -> set[tuple[str, int]]:
             node = producers.get(node.input[0])
         return node if node is not None and node.op_type in WEIGHTED_OPS else None
 
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in graph.node:
+        for tensor in node.input:
+            consumers.setdefault(tensor, []).append(node)
+
+    def weighted_consumers(tensor: str) -> list[onnx.NodeProto]:
+        found = []
+        for consumer in consumers.get(tensor, []):
+            if consumer.op_type in _SHAPE_OPS:
+                found += weighted_consumers(consumer.output[0])
+            elif consumer.op_type in WEIGHTED_OPS:
+                found.append(consumer)
+        return found
+
     wanted: set[tuple[str, int]] = set()
     for node in graph.node:
         if node.op_type in WEIGHTED_OPS:
-            wanted.update((node.name, i) for i in (0, 1) if i < len(node.input) and node.input[i])
+            if node.name not in kept:
+                wanted.update((node.name, i) for i in (0, 1) if i < len(node.input) and node.input[i])
         elif node.op_type in POOLING_OPS:
-            wanted.add((node.name, 0))
+            fed = weighted_consumers(node.output[0])
+            if not fed or any(n.name not in kept for n in fed):
+                wanted.add((node.name, 0))
         elif node.op_type in RESIDUAL_OPS and len(node.input) == 2 and not set(node.input) & initializers:
             fused = [weighted_source(t) is not None for t in node.input]
             if not any(fused):
@@ -107,7 +134,9 @@ def tensorrt_qdq_inputs(model: onnx.ModelProto) -> set[tuple[str, int]]:
                 residual = 0 if depth.get(node.input[0], 0) < depth.get(node.input[1], 0) else 1
             else:
                 residual = fused.index(False)
-            wanted.add((node.name, residual))
+            fused_into = weighted_source(node.input[1 - residual])
+            if fused_into is None or fused_into.name not in kept:
+                wanted.add((node.name, residual))
     return wanted
 
 
@@ -184,10 +213,24 @@ def check_placement(model: onnx.ModelProto, wanted: set[tuple[str, int]], source
         raise Kd2trtError(f"{source}: graph output(s) {', '.join(quantized_outputs)} quantised; report the model")
 
 
-def quantize_qdq(onnx_path: Path, output_path: Path, ranges: TensorsData) -> Path:
-    """Write the Q/DQ model of `onnx_path` quantised with `ranges`; checked by the ONNX checker."""
+def weighted_nodes(model: onnx.ModelProto) -> list[str]:
+    """The names of the weighted nodes (Conv, Gemm, …) in graph order: the layers INT8 fallback chooses from."""
+    return [node.name for node in _named(model).graph.node if node.op_type in WEIGHTED_OPS]
+
+
+def quantize_qdq(onnx_path: Path, output_path: Path, ranges: TensorsData, high_precision: Iterable[str] = ()
+                 ) -> Path:
+    """Write the Q/DQ model of `onnx_path` quantised with `ranges`; checked by the ONNX checker.
+
+    `high_precision`: weighted nodes left without Q/DQ on their inputs, so that TensorRT runs them in FP16/FP32
+    (the per-layer fallback of an INT8 accuracy budget).
+    """
     model = _named(onnx.load(str(onnx_path)))
-    wanted = tensorrt_qdq_inputs(model)
+    kept = set(high_precision)
+    unknown = sorted(kept - {n.name for n in model.graph.node})
+    if unknown:
+        raise Kd2trtError(f"{onnx_path}: no node named {', '.join(unknown[:3])} to keep in high precision")
+    wanted = tensorrt_qdq_inputs(model, kept)
     nodes = {n.name: n for n in model.graph.node}
     initializers = {i.name for i in model.graph.initializer}
     _check_ranges({nodes[name].input[i] for name, i in wanted} - initializers, ranges, onnx_path)

@@ -43,6 +43,7 @@ from kd2trt.onnx.calib_cache import (
 )
 from kd2trt.onnx.export import check_onnx, export_onnx, opset_of
 from kd2trt.onnx.fp16 import convert_fp16
+from kd2trt.onnx.int8_budget import search_budget
 from kd2trt.onnx.parity import Parity, compare, require
 from kd2trt.onnx.qdq import quantize_qdq
 from kd2trt.onnx.runtime import OrtRunner
@@ -193,22 +194,47 @@ def export_fp16(run: ExportRun, fp32_path: Path, timings: dict[str, float]) -> d
 
 
 def export_int8(run: ExportRun, fp32_path: Path, onnx_sha: str, timings: dict[str, float]) -> dict[str, Any]:
-    """Calibrate once (or reuse a cache); write caches for the ≤10.x targets and the Q/DQ ONNX."""
+    """Calibrate once (or reuse a cache), or search an accuracy budget; write caches for the ≤10.x targets and
+    the Q/DQ ONNX."""
     started = time.perf_counter()
     method = run.config.calib_method
+    high_precision: list[str] = []
+    budget: dict[str, Any] | None = None
     if run.request.calib_cache is not None:
-        amax, calib_record = _reused_cache(run, onnx_sha)
+        amax, calib_record, high_precision = _reused_cache(run, onnx_sha)
         recorded = calib_record.get("method")
-        ranges = calibration.ranges_from_amax(amax, recorded if recorded in calibration.METHODS else method)
+        method = recorded if recorded in calibration.METHODS else method
+        ranges = calibration.ranges_from_amax(amax, method)
+        methods = [method]
     else:
         calib_set = calibration_set(run)
-        ranges = calibration.collect_ranges(fp32_path, calib_set, method)
-        amax = calibration.amax_of(ranges)
         calib_record = {"method": method, "source": calib_set.source, "images": len(calib_set.images),
                         "sha256": calib_set.sha256}
         if len(calib_set.images) < calibration.MIN_RECOMMENDED_IMAGES:
             run.console.print(f"[yellow]warning:[/] calibrating on {len(calib_set.images)} images; "
                               f"{calibration.MIN_RECOMMENDED_IMAGES}+ representative images give stabler ranges")
+        methods = list(dict.fromkeys([method, *calibration.METHODS]))
+        ranges = None
+    if run.config.int8_budget is not None:
+        val_images, val_labels = run.split_images("val")
+
+        def ranges_of(candidate: str) -> Any:
+            if run.request.calib_cache is not None:
+                return ranges
+            return calibration.collect_ranges(fp32_path, calib_set, candidate)
+
+        found = search_budget(fp32_path, ranges_of, methods, val_images, val_labels, run.config.int8_budget,
+                              progress=lambda line: run.console.print(f"INT8      budget: {line}"))
+        method, ranges, high_precision, budget = found.method, found.ranges, found.high_precision, found.record()
+        calib_record = {**calib_record, "method": method}
+        if not found.met:
+            run.console.print(f"[yellow]warning:[/] INT8 budget {run.config.int8_budget:g} points not met even "
+                              f"with {len(high_precision)} layer(s) in high precision (validation drop "
+                              f"{found.fp32_val_top1 - found.int8_val_top1:.2f}); see the curve in the export "
+                              "summary, or fine-tune with quantization-aware training")
+    elif ranges is None:
+        ranges = calibration.collect_ranges(fp32_path, calib_set, method)
+    amax = calibration.amax_of(ranges)
     _timed(timings, "calibration_seconds", started)
     caches = []
     order = calibration.graph_order(onnx.load(str(fp32_path)), amax)  # the same file for the same inputs
@@ -221,14 +247,18 @@ def export_int8(run: ExportRun, fp32_path: Path, onnx_sha: str, timings: dict[st
         manifest = CacheManifest(cache=cache_path.name, header=cache.header, trt_version=str(version),
                                  algorithm=cache.algorithm, tensors=len(cache.scales), source_onnx=fp32_path.name,
                                  source_onnx_sha256=onnx_sha, calibration=calib_record,
-                                 preprocessing=run.checkpoint["preprocessing"], tools=tool_versions())
+                                 preprocessing=run.checkpoint["preprocessing"], tools=tool_versions(),
+                                 high_precision_layers=high_precision)
         write_manifest(sidecar(cache_path), manifest)
         caches.append({"path": str(cache_path), "header": cache.header, "sha256": sha256_file(cache_path)})
     started = time.perf_counter()
-    qdq_path = quantize_qdq(fp32_path, run.files.onnx("int8"), ranges)
+    qdq_path = quantize_qdq(fp32_path, run.files.onnx("int8"), ranges, high_precision)
     _timed(timings, "qdq_seconds", started)
-    return {"qdq_onnx": {"path": str(qdq_path), "sha256": sha256_file(qdq_path)}, "caches": caches,
-            "calibration": calib_record, "tensors": len(amax)}
+    out = {"qdq_onnx": {"path": str(qdq_path), "sha256": sha256_file(qdq_path)}, "caches": caches,
+           "calibration": calib_record, "tensors": len(amax), "high_precision_layers": high_precision}
+    if budget is not None:
+        out["budget"] = budget
+    return out
 
 
 def calibration_set(run: ExportRun) -> calibration.CalibrationSet:
@@ -248,7 +278,7 @@ def calibration_set_for(checkpoint: dict[str, Any], config: ExportConfig, calib_
                                                   f"{checkpoint['data']['spec']} train split")
 
 
-def _reused_cache(run: ExportRun, onnx_sha: str) -> tuple[dict[str, float], dict[str, Any]]:
+def _reused_cache(run: ExportRun, onnx_sha: str) -> tuple[dict[str, float], dict[str, Any], list[str]]:
     """A cache written earlier, checked against this ONNX unless --force; its calibration record carried on.
 
     Its TensorRT version need not be a target: the ranges do not depend on the TensorRT release, and
@@ -281,7 +311,7 @@ def _reused_cache(run: ExportRun, onnx_sha: str) -> tuple[dict[str, float], dict
     else:  # --force without a manifest: where the ranges came from is unknown
         record = {"method": None, "source": f"unknown (reused cache {path} has no manifest)", "images": None,
                   "reused_from": str(path)}
-    return cache.amaxes(), record
+    return cache.amaxes(), record, list(manifest.high_precision_layers) if manifest is not None else []
 
 
 def int8_preview(run: ExportRun, fp32: Path, fp16: Path | None, qdq: Path | None, model: nn.Module
@@ -336,7 +366,10 @@ def run_export(request: ExportRequest, config: ExportConfig, console: Console | 
             console.print(f"INT8      {cache['path']}  ({cache['header']}, {summary['int8']['tensors']} tensors)")
         calibrated = summary["int8"]["calibration"]
         reused = f", reused from {calibrated['reused_from']}" if "reused_from" in calibrated else ""
-        console.print(f"INT8      {qdq_path}  (Q/DQ, calibrated on {calibrated['source']}{reused})")
+        console.print(f"INT8      {qdq_path}  (Q/DQ, {calibrated['method']} ranges from {calibrated['source']}"
+                      f"{reused})")
+        if summary["int8"]["high_precision_layers"]:
+            console.print(f"INT8      kept in high precision: {', '.join(summary['int8']['high_precision_layers'])}")
     summary["preview"] = int8_preview(run, fp32_path, fp16_path, qdq_path, model)
     summary["timings"] = {**timings, "total_seconds": round(time.perf_counter() - started, 3)}
     summary["tools"] = tool_versions()
