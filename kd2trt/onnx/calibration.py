@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import torch
 from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod
 from onnxruntime.quantization.calibrate import TensorData, TensorsData, create_calibrator
 
+from kd2trt.artifacts import temp_directory
 from kd2trt.data import ImageDataset
 from kd2trt.errors import Kd2trtError
 from kd2trt.onnx import runtime
@@ -103,7 +103,8 @@ def collect_ranges(onnx_path: Path, calibration: CalibrationSet, method: str, ba
         raise Kd2trtError(f"calibration method {method!r}: use one of {', '.join(METHODS)}")
     if len(calibration.images) == 0:
         raise Kd2trtError(f"{calibration.source}: calibration set is empty")
-    with tempfile.TemporaryDirectory(prefix="kd2trt-calib-") as tmp, runtime.quiet():
+    # kd2trt-calib-<pid>-…: left behind by kill -9, it is removed by the next export (remove_stale_temp_dirs)
+    with temp_directory("calib") as tmp, runtime.quiet():
         calibrator = create_calibrator(Path(onnx_path), None, augmented_model_path=str(Path(tmp) / "augmented.onnx"),
                                        calibrate_method=METHODS[method], extra_options=_EXTRA_OPTIONS[method])
         # One collect_data call per chunk: within a call ONNX Runtime's histogram calibrators stack the

@@ -15,13 +15,12 @@ also the scale TensorRT's fused Conv+ReLU kernel uses when it reads the cache.
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.calibrate import TensorsData, save_tensors_data
 
-from kd2trt.artifacts import atomic_path
+from kd2trt.artifacts import atomic_path, temp_directory
 from kd2trt.onnx import runtime
 from kd2trt.onnx.export import check_onnx
 
@@ -36,7 +35,7 @@ TENSORRT_QDQ_OPTIONS = {
 
 def quantize_qdq(onnx_path: Path, output_path: Path, ranges: TensorsData) -> Path:
     """Write the Q/DQ model of `onnx_path` quantised with `ranges`; checked by the ONNX checker."""
-    with tempfile.TemporaryDirectory(prefix="kd2trt-qdq-") as tmp, atomic_path(output_path) as out, runtime.quiet():
+    with temp_directory("qdq") as tmp, atomic_path(output_path) as out, runtime.quiet():
         cache = Path(tmp) / "ranges.json"
         save_tensors_data(ranges, cache)
         quantize_static(
