@@ -1,13 +1,16 @@
 """The `kd2trt` command line: parse flags, load the recipe, run one stage, say where results went.
 
 Errors caused by input (a missing file, a bad key, weights that do not fit) are `Kd2trtError`s
-and end as one red line on stderr with exit code 2 — never a traceback.
+and end as one red line on stderr with exit code 2 — never a traceback. So do file-system errors
+(a full disk, a read-only or unwritable directory): exit 1 is reserved for a failed bench gate.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import sys
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
@@ -17,7 +20,7 @@ from rich.console import Console
 
 from kd2trt import __version__
 from kd2trt.cli_flags import BENCH_FLAGS, BUILD_FLAGS, DISTILL_FLAGS, EXPORT_FLAGS, with_flags
-from kd2trt.errors import Kd2trtError
+from kd2trt.errors import Kd2trtError, Kd2trtWarning
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Distill a PyTorch model, export it to ONNX/TensorRT, and prove the result is still good.")
@@ -36,15 +39,36 @@ def _fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
+def _os_error(exc: OSError) -> str:
+    """``<file>: <reason>`` of an OSError no writer turned into a Kd2trtError (both files for a rename)."""
+    reason = exc.strerror or str(exc)
+    files = [str(name) for name in (exc.filename, exc.filename2) if name is not None]
+    return f"{' -> '.join(files)}: {reason}" if files else reason
+
+
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: Any = None, line: str | None = None, *, default: Any) -> None:
+    if issubclass(category, Kd2trtWarning):
+        _err.print(f"[bold yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
+    else:
+        default(message, category, filename, lineno, file, line)
+
+
 @contextlib.contextmanager
 def _reported(interrupted: str) -> Iterator[None]:
-    """Input errors → one red line and exit 2; Ctrl-C → `interrupted` and exit 130. Never a traceback."""
-    try:
-        yield
-    except Kd2trtError as exc:
-        _fail(_one_line(exc))
-    except KeyboardInterrupt:
-        _fail(interrupted, 130)
+    """Input and file-system errors → one red line and exit 2; Ctrl-C → `interrupted` and exit 130. Never a
+    traceback. Kd2trtWarnings meanwhile are printed as one yellow line each."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", Kd2trtWarning)
+        warnings.showwarning = functools.partial(_show_warning, default=warnings.showwarning)
+        try:
+            yield
+        except Kd2trtError as exc:
+            _fail(_one_line(exc))
+        except OSError as exc:
+            _fail(_os_error(exc))
+        except KeyboardInterrupt:
+            _fail(interrupted, 130)
 
 
 def _version(value: bool) -> None:

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
 from pydantic import (
@@ -27,7 +28,7 @@ from pydantic import (
     model_validator,
 )
 
-from kd2trt.errors import Kd2trtError
+from kd2trt.errors import Kd2trtError, Kd2trtWarning
 from kd2trt.targets import parse_target
 
 
@@ -101,11 +102,15 @@ class ModelConfig(_Strict):
     feature_tap: str | None = Field(None, description="module path whose output feeds the hint loss, e.g. stages.2")
     weights: Path | None = Field(None, description="state dict or checkpoint to start from")
     train: TrainConfig = Field(default_factory=TrainConfig)
+    section: ClassVar[str] = "model"  # the recipe section, for the fixes error messages name
 
     @model_validator(mode="after")
     def _cnn_only(self) -> ModelConfig:
         if self.arch != "cnn" and self.channels is not None:
-            raise ValueError(f"channels applies to arch 'cnn' only, not {self.arch!r}")
+            # the teacher and student sections default to cnn channels, so `--set teacher.arch=resnet18` alone
+            # lands here: say how to drop them
+            raise ValueError(f"channels applies to arch 'cnn' only, not {self.arch!r}; set channels: null for "
+                             f"torchvision/timm models (--set {self.section}.channels=null)")
         if self.channels is not None and (not self.channels or min(self.channels) < 1):
             raise ValueError("channels must be a non-empty list of positive integers")
         return self
@@ -117,6 +122,7 @@ class TeacherConfig(ModelConfig):
     channels: list[int] | None = Field([32, 64, 128])
     blocks: int = Field(2, ge=1, le=8)
     feature_tap: str | None = "stages.2"
+    section: ClassVar[str] = "teacher"
     finetune: bool = Field(False, description="with weights: replace the head if needed and train further")
     train: TrainConfig = Field(default_factory=lambda: TrainConfig(epochs=15))
 
@@ -126,6 +132,7 @@ class StudentConfig(ModelConfig):
 
     channels: list[int] | None = Field([8, 16, 32])
     feature_tap: str | None = "stages.2"
+    section: ClassVar[str] = "student"
     train: TrainConfig = Field(default_factory=lambda: TrainConfig(epochs=40, lr=1e-2))
 
 
@@ -297,7 +304,11 @@ def parse_override(text: str) -> tuple[str, Any]:
 
 
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> RunConfig:
-    """Read a recipe (or the defaults when `path` is None), apply dotted-key overrides, validate."""
+    """Read a recipe (or the defaults when `path` is None), apply dotted-key overrides, validate.
+
+    A recipe file that sets nothing (empty, or only comments) is a :class:`Kd2trtWarning` naming it: every
+    value is then the default, which is rarely what the file was meant to say.
+    """
     tree: dict[str, Any] = {}
     source = "defaults"
     if path is not None:
@@ -311,7 +322,9 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
             mark = getattr(exc, "problem_mark", None)
             where = f" line {mark.line + 1}" if mark is not None else ""
             raise Kd2trtError(f"{file}:{where} is not valid YAML ({getattr(exc, 'problem', exc)})") from None
-        if loaded is None:
+        if not loaded and isinstance(loaded, dict | None):
+            warnings.warn(Kd2trtWarning(f"{file}: the recipe is empty, so every setting is the default "
+                                        "(see pipeline/digits.yaml)"), stacklevel=2)
             loaded = {}
         if not isinstance(loaded, dict):
             raise Kd2trtError(f"{file}: a recipe is a mapping of sections (data:, teacher:, …), not a list or value")

@@ -7,3 +7,7 @@ class Kd2trtError(Exception):
 
 class TrtVersionError(Kd2trtError):
     """A TensorRT version or deployment target that kd2trt cannot interpret."""
+
+
+class Kd2trtWarning(UserWarning):
+    """Something the user should know that does not stop the run (the CLI prints it as one line)."""

@@ -133,3 +133,39 @@ def test_min_speedup_describes_the_batch_it_is_measured_at() -> None:
 
     description = BenchConfig.model_fields["min_speedup"].description
     assert "batch 1" not in description and "first of batch_sizes" in description
+
+
+@pytest.mark.parametrize("role", ["teacher", "student"])
+def test_torchvision_arch_with_the_default_cnn_channels_says_the_fix(role: str) -> None:
+    """The default recipe gives both models cnn channels, so `--set teacher.arch=resnet18` alone fails: say how."""
+    with pytest.raises(Kd2trtError, match=rf"{role}: channels applies to arch 'cnn' only, not 'resnet18'; set "
+                                          rf"channels: null for torchvision/timm models \(--set {role}\.channels="
+                                          r"null\)"):
+        load_config(None, {f"{role}.arch": "resnet18"})
+    config = load_config(None, dict([parse_override(f"{role}.arch=resnet18"), parse_override(f"{role}.channels=null")]))
+    assert getattr(config, role).channels is None
+
+
+@pytest.mark.parametrize("text", ["", "# only a comment\n", "{}\n"])
+def test_an_empty_recipe_warns_that_everything_is_the_default(tmp_path: Path, text: str) -> None:
+    from kd2trt.errors import Kd2trtWarning
+
+    recipe = tmp_path / "empty.yaml"
+    recipe.write_text(text)
+    with pytest.warns(Kd2trtWarning, match=r"empty\.yaml: the recipe is empty, so every setting is the default"):
+        assert load_config(recipe).model_dump() == RunConfig().model_dump()
+
+
+def test_the_cli_prints_the_empty_recipe_warning_as_one_line(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from kd2trt.cli import app
+
+    recipe = tmp_path / "empty.yaml"
+    recipe.write_text("")
+    result = CliRunner().invoke(app, ["export", str(tmp_path / "missing.pt"), "--recipe", str(recipe)])
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.exit_code == 2, result.output
+    assert lines[0] == f"warning: {recipe}: the recipe is empty, so every setting is the default " \
+                       "(see pipeline/digits.yaml)", lines
+    assert len(lines) == 2 and lines[1].startswith("error:") and "missing.pt" in lines[1], lines

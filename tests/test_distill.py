@@ -37,9 +37,22 @@ def _set_flags(overrides: dict[str, object]) -> list[str]:
     return flags
 
 
+def _dead_pid() -> int:
+    process = subprocess.Popen(["true"])
+    process.wait()
+    return process.pid
+
+
 def test_distill_writes_checkpoints_metrics_and_summary(tmp_path: Path) -> None:
     config = load_config(None, tiny_overrides(**{"distill.beta": 0.5}))
+    # what kill -9 of an earlier run leaves (its pid is gone), and a concurrent writer's file (alive: kept)
+    stale = tmp_path / f".teacher.last.pt.{_dead_pid()}.x1y2z3w4.tmp"
+    concurrent = tmp_path / f".student.metrics.json.{os.getpid()}.x1y2z3w4.tmp"
+    for path in (stale, concurrent):
+        path.write_bytes(b"torn")
     summary = run_distill(config, tmp_path, console=QUIET)
+    assert not stale.exists() and concurrent.exists()
+    concurrent.unlink()
     for role in ("teacher", "student", "baseline"):
         checkpoint = read_checkpoint(tmp_path / f"{role}.pt")
         assert checkpoint["preprocessing"]["image_size"] == 8
@@ -78,17 +91,31 @@ def test_resume_after_interruption_is_bit_identical(tmp_path: Path, monkeypatch:
             raise KeyboardInterrupt
         return out
     monkeypatch.setattr(loop, "atomic_write_json", interrupt_after_first_student_epoch)
+    started = time.perf_counter()
     with pytest.raises(KeyboardInterrupt):
         run_distill(load_config(None, overrides), tmp_path / "resumed", console=QUIET)
+    first_call = time.perf_counter() - started
     monkeypatch.setattr(loop, "atomic_write_json", real_write)
+    started = time.perf_counter()
     summary = run_distill(load_config(None, overrides), tmp_path / "resumed", resume=True, console=QUIET)
+    second_call = time.perf_counter() - started
 
     assert summary["student"]["resumed_from_epoch"] == 1
-    assert summary["teacher"]["resumed_from_epoch"] == 2  # finished stage: nothing redone
+    assert summary["teacher"]["resumed_from_epoch"] is None  # trained in one go, then found finished
+    # the interrupted call's time counts too (up to its last saved epoch: a fraction of a second before it stopped)
+    assert first_call + second_call - 1.0 < summary["wall_seconds"] <= first_call + second_call
     straight = read_checkpoint(tmp_path / "straight" / "student.pt")["state_dict"]
     resumed = read_checkpoint(tmp_path / "resumed" / "student.pt")["state_dict"]
     for key in straight:
         assert torch.equal(straight[key], resumed[key]), key
+
+    # a later --resume finds every stage finished: the record still says where the student was resumed
+    started = time.perf_counter()
+    again = run_distill(load_config(None, overrides), tmp_path / "resumed", resume=True, console=QUIET)
+    third_call = time.perf_counter() - started
+    assert again["student"]["resumed_from_epoch"] == 1
+    assert again["teacher"]["resumed_from_epoch"] is None
+    assert summary["wall_seconds"] < again["wall_seconds"] <= first_call + second_call + third_call
 
 
 def test_resume_refuses_another_config(tmp_path: Path) -> None:

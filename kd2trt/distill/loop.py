@@ -62,12 +62,34 @@ class Stage:
 
 @dataclass
 class FitResult:
+    """What `fit` did. `resumed_from`: the last finished epoch (1-based) whose resume state the stage's
+    training continued from, in the most recent call that did continue it; None when the stage was trained
+    without a break. A later `--resume` that finds the stage finished keeps that value, since it trains
+    nothing: a stage trained in one go and merely found finished stays None."""
+
     best_epoch: int
     best_val_top1: float
     epochs_run: int
     seconds: float
     history: list[dict[str, Any]] = field(default_factory=list)
     resumed_from: int | None = None
+
+
+@dataclass
+class WallClock:
+    """Wall seconds of every call that produced a run: earlier calls' total, as the resume states recorded it
+    (up to their last saved epoch), plus this call's."""
+
+    started: float = field(default_factory=time.perf_counter)
+    earlier: float = 0.0
+
+    def total(self) -> float:
+        return self.earlier + time.perf_counter() - self.started
+
+    def carry(self, recorded: float | None) -> None:
+        """Take over the total recorded in a resume state read by this call (the latest one counts)."""
+        if recorded is not None:
+            self.earlier = max(self.earlier, float(recorded))
 
 
 def build_optimizer(params: list[nn.Parameter], config: TrainConfig) -> torch.optim.Optimizer:
@@ -104,9 +126,14 @@ def _progress(console: Console, enabled: bool) -> Progress:
 
 
 def fit(stage: Stage, val_set: Dataset, ctx: DistContext, layout: RunLayout, *, seed: int, batch_size: int,
-        num_workers: int, resume: Resume, console: Console, tensorboard: Any = None) -> FitResult:
-    """Train `stage` for its epochs, keeping the best-on-validation weights in `stage.model`."""
+        num_workers: int, resume: Resume, console: Console, tensorboard: Any = None,
+        clock: WallClock | None = None) -> FitResult:
+    """Train `stage` for its epochs, keeping the best-on-validation weights in `stage.model`.
+
+    `clock` is the run's wall clock: each resume state records its total, and a resumed call carries it on.
+    """
     config = stage.train
+    clock = clock or WallClock()
     last_path = layout.resume_state(stage.role)
     metrics_path = layout.metrics(stage.role)
     batch_size = _rank_batch(batch_size, ctx)
@@ -136,10 +163,13 @@ def fit(stage: Stage, val_set: Dataset, ctx: DistContext, layout: RunLayout, *, 
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
         best_state = state["best_state"]
-        result = FitResult(best_epoch=state["best_epoch"], best_val_top1=state["best_val_top1"],
-                           epochs_run=state["epoch"] + 1, seconds=state["seconds"], history=state["history"],
-                           resumed_from=state["epoch"] + 1)
         start_epoch = state["epoch"] + 1
+        # continuing now: from this state's epoch; finished already: whatever the call that trained it recorded
+        resumed_from = start_epoch if start_epoch < config.epochs else state.get("resumed_from")
+        result = FitResult(best_epoch=state["best_epoch"], best_val_top1=state["best_val_top1"],
+                           epochs_run=start_epoch, seconds=state["seconds"], history=state["history"],
+                           resumed_from=resumed_from)
+        clock.carry(state.get("wall_seconds"))
         if ctx.is_main and start_epoch < config.epochs:
             console.print(f"[cyan]{stage.role}[/]: resuming at epoch {start_epoch + 1} from {last_path}")
 
@@ -189,8 +219,8 @@ def fit(stage: Stage, val_set: Dataset, ctx: DistContext, layout: RunLayout, *, 
                 if improved:
                     atomic_torch_save(stage.make_checkpoint(stage.model, _best_metrics(result)),
                                       layout.checkpoint(stage.role))
-                atomic_torch_save(_resume_state(stage, optimizer, scheduler, scaler, best_state, result, epoch),
-                                  last_path)
+                atomic_torch_save(_resume_state(stage, optimizer, scheduler, scaler, best_state, result, epoch,
+                                                clock.total()), last_path)
                 atomic_write_json(metrics_path, result.history)
                 if tensorboard is not None:
                     for key, value in record.items():
@@ -233,7 +263,8 @@ def _best_metrics(result: FitResult) -> dict[str, Any]:
 
 
 def _resume_state(stage: Stage, optimizer: torch.optim.Optimizer, scheduler: Any, scaler: torch.amp.GradScaler,
-                  best_state: dict[str, torch.Tensor], result: FitResult, epoch: int) -> dict[str, Any]:
+                  best_state: dict[str, torch.Tensor], result: FitResult, epoch: int, wall_seconds: float
+                  ) -> dict[str, Any]:
     return {
         "kd2trt": {"format": 1, "role": f"{stage.role}-resume"},
         "config_hash": stage.config_hash,
@@ -247,6 +278,8 @@ def _resume_state(stage: Stage, optimizer: torch.optim.Optimizer, scheduler: Any
         "best_val_top1": result.best_val_top1,
         "seconds": result.seconds,
         "history": result.history,
+        "resumed_from": result.resumed_from,
+        "wall_seconds": wall_seconds,  # the run's, all calls so far: `distill.json` adds the next call's to it
     }
 
 

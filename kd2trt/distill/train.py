@@ -21,12 +21,12 @@ from rich.table import Table
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
-from kd2trt.artifacts import atomic_write_json, atomic_write_text
+from kd2trt.artifacts import atomic_write_json, atomic_write_text, ensure_directory, remove_stale_temp_files
 from kd2trt.config import ModelConfig, RunConfig, dump_config
 from kd2trt.data import DataSplits, ImageDataset, labeled_mask, load_data, split_record
 from kd2trt.distill.checkpoint import make_checkpoint
 from kd2trt.distill.distributed import DistContext, init_distributed
-from kd2trt.distill.loop import FitResult, Resume, Stage, fit
+from kd2trt.distill.loop import FitResult, Resume, Stage, WallClock, fit
 from kd2trt.distill.losses import DistillationLoss, HintAdapter, hard_label_ce
 from kd2trt.errors import Kd2trtError
 from kd2trt.evaluation import predict
@@ -92,6 +92,7 @@ class StageReport:
     fit: FitResult | None
 
     def as_dict(self) -> dict[str, Any]:
+        """The stage's entry in `distill.json`; `resumed_from_epoch` is :attr:`FitResult.resumed_from`."""
         out: dict[str, Any] = {"params": self.params, "val_top1": self.val_top1, "test_top1": self.test_top1,
                                "trained": self.trained}
         if self.fit is not None:
@@ -105,8 +106,10 @@ class StageReport:
 class DistillRun:
     """The stages of one `kd2trt distill` invocation, sharing data, device and run directory."""
 
-    def __init__(self, config: RunConfig, run_dir: Path, resume: Resume, console: Console):
+    def __init__(self, config: RunConfig, run_dir: Path, resume: Resume, console: Console,
+                 clock: WallClock | None = None):
         self.config = config
+        self.clock = clock or WallClock()
         self.layout = RunLayout(run_dir)
         self.resume = resume
         self.console = console
@@ -140,7 +143,7 @@ class DistillRun:
     def _fit(self, stage: Stage) -> FitResult:
         return fit(stage, self.data.val, self.ctx, self.layout, seed=self.config.seed,
                    batch_size=self.config.data.batch_size, num_workers=self.config.data.num_workers,
-                   resume=self.resume, console=self.console, tensorboard=self.tensorboard)
+                   resume=self.resume, console=self.console, tensorboard=self.tensorboard, clock=self.clock)
 
     def _finish(self, role: str, model: nn.Module, spec: dict[str, Any], result: FitResult | None) -> StageReport:
         """Score the selected weights on val and test and write the final `<role>.pt`."""
@@ -291,20 +294,23 @@ def run_distill(config: RunConfig, run_dir: Path | None = None, *, resume: Resum
 
     `resume`: True continues each stage from its resume state and refuses one written for another recipe;
     "matching" continues only from a state written for this recipe and starts afresh otherwise.
+    `wall_seconds` in the summary is the time of every call that produced the run (see :class:`WallClock`).
+    Temporary files that a killed earlier run left in `run_dir` are removed first.
     """
     console = console or Console()
     run_dir = Path(run_dir or config.run_dir)
-    started = time.perf_counter()
-    run = DistillRun(config, run_dir, resume, console)
+    clock = WallClock()
+    run = DistillRun(config, run_dir, resume, console, clock)
     if run.ctx.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
+        ensure_directory(run_dir)
+        remove_stale_temp_files(run_dir)
         atomic_write_text(run.layout.config_file, dump_config(config))
     run.ctx.barrier()
     teacher, teacher_report = run.teacher()
     reports = [teacher_report, run.student(teacher)[1]]
     if config.distill.baseline:
         reports.append(run.baseline()[1])
-    summary = _summary(config, run, reports, time.perf_counter() - started)
+    summary = _summary(config, run, reports, clock.total())
     if run.ctx.is_main:
         atomic_write_json(run.layout.distill_summary, summary)
         console.print(_summary_table(reports))

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ import torch
 from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod
 from onnxruntime.quantization.calibrate import TensorData, TensorsData, create_calibrator
 
+from kd2trt.artifacts import temp_directory
 from kd2trt.data import ImageDataset
 from kd2trt.errors import Kd2trtError
 from kd2trt.onnx import runtime
@@ -116,7 +116,7 @@ def collect_ranges(onnx_path: Path, calibration: CalibrationSet, method: str, ba
         raise Kd2trtError(f"calibration method {method!r}: use one of {', '.join(METHODS)}")
     if len(calibration.images) == 0:
         raise Kd2trtError(f"{calibration.source}: calibration set is empty")
-    with tempfile.TemporaryDirectory(prefix="kd2trt-calib-") as tmp, runtime.quiet():
+    with temp_directory("calib") as tmp, runtime.quiet():
         calibrator = create_calibrator(Path(onnx_path), None, augmented_model_path=str(Path(tmp) / "augmented.onnx"),
                                        calibrate_method=METHODS[method], extra_options=_EXTRA_OPTIONS[method])
         # One collect_data call per chunk: within a call ONNX Runtime's histogram calibrators stack the

@@ -18,7 +18,6 @@ INT8 on TensorRT <= 10, the list of layers the engine builder sets to higher pre
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +27,7 @@ import numpy as np
 import onnx
 from onnxruntime.quantization.calibrate import TensorsData
 
+from kd2trt.artifacts import temp_directory
 from kd2trt.metrics import top1
 from kd2trt.onnx.qdq import quantize_qdq, weighted_nodes
 from kd2trt.onnx.runtime import OrtRunner
@@ -78,7 +78,7 @@ def search_budget(fp32_path: Path, ranges_of: Callable[[str], TensorsData], meth
     """
     with OrtRunner(fp32_path) as runner:
         fp32 = top1(runner.infer_many(images), labels)
-    with tempfile.TemporaryDirectory(prefix="kd2trt-budget-") as tmp:
+    with temp_directory("budget") as tmp:
         scratch = Path(tmp)
         scores: dict[str, float] = {}
         ranges: dict[str, TensorsData] = {}

@@ -42,7 +42,6 @@ cache header unchecked, and it is a heavy extra dependency; this module keeps op
 from __future__ import annotations
 
 import math
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -52,7 +51,7 @@ from onnxruntime.quantization import QDQQuantizer, QuantType
 from onnxruntime.quantization.calibrate import TensorData, TensorsData
 from onnxruntime.quantization.quant_utils import load_model_with_shape_infer
 
-from kd2trt.artifacts import atomic_path
+from kd2trt.artifacts import atomic_path, temp_directory
 from kd2trt.errors import Kd2trtError
 from kd2trt.onnx import runtime
 from kd2trt.onnx.export import check_onnx
@@ -234,7 +233,7 @@ def quantize_qdq(onnx_path: Path, output_path: Path, ranges: TensorsData, high_p
     nodes = {n.name: n for n in model.graph.node}
     initializers = {i.name for i in model.graph.initializer}
     _check_ranges({nodes[name].input[i] for name, i in wanted} - initializers, ranges, onnx_path)
-    with tempfile.TemporaryDirectory(prefix="kd2trt-qdq-") as tmp, atomic_path(output_path) as out, runtime.quiet():
+    with temp_directory("qdq") as tmp, atomic_path(output_path) as out, runtime.quiet():
         named = Path(tmp) / "named.onnx"
         onnx.save(model, str(named))
         quantizer = QDQQuantizer(

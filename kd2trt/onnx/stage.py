@@ -23,7 +23,14 @@ from rich.console import Console
 from rich.markup import escape
 from torch import nn
 
-from kd2trt.artifacts import atomic_path, atomic_write_json, sha256_file
+from kd2trt.artifacts import (
+    atomic_path,
+    atomic_write_json,
+    ensure_directory,
+    remove_stale_temp_dirs,
+    remove_stale_temp_files,
+    sha256_file,
+)
 from kd2trt.config import ExportConfig, RunConfig
 from kd2trt.data import DataSplits, Preprocessing
 from kd2trt.distill.checkpoint import data_of, model_from_checkpoint, preprocessing_of, read_checkpoint
@@ -80,7 +87,9 @@ class ExportRun:
         self.checkpoint = read_checkpoint(self.request.checkpoint)
         self.role = self.checkpoint["kd2trt"]["role"]
         self.out_dir = self.request.out_dir or self.request.checkpoint.parent
-        self.out_dir.mkdir(parents=True, exist_ok=True)
+        ensure_directory(self.out_dir)
+        remove_stale_temp_files(self.out_dir)  # what a killed export left: its own temp names, dead pids only
+        remove_stale_temp_dirs()               # and its kd2trt-calib-*/kd2trt-qdq-* directories
         self.files = ModelFiles(self.out_dir, self.role)
         self.targets = [parse_target(v).version for v in self.config.trt_versions]
 
