@@ -166,6 +166,10 @@ class BuildOptions(_Manifest):
     timing_cache_loaded: bool = False
     version_compatible: bool = False
     hardware_compatible: bool = False
+    # TensorRT enum-member names as set (kd2trt.trt.wiring.BuildSettings); empty in manifests written before
+    network_flags: list[str] = Field(default_factory=list)
+    builder_flags: list[str] = Field(default_factory=list)
+    layer_precisions: list[list[str]] = Field(default_factory=list)  # [layer name, DataType member]
 
 
 class EngineManifest(_Manifest):

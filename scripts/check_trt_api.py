@@ -37,6 +37,10 @@ Example (bindings wheels downloaded with ``pip download --no-deps tensorrt-cu12-
 The list of names below was gathered by reading kd2trt/trt/*.py; each access is cited as ``file:function``,
 and :func:`stale_sites` (run by the tests on every CI run) fails when a cited function is gone or no longer
 mentions the name, so the list cannot silently drift from the code.
+:func:`unlisted_names` checks the reverse way: every ``trt.<Name>`` / ``trt.<Class>.<member>`` the code uses
+(also through ``getattr``/``hasattr`` with a constant, and the enum members ``kd2trt/trt/wiring.py`` names as
+data in ``TRT_NAMES``) must be in the list, else it is never checked against the bindings; ``main`` fails and
+lists what is missing. Enum members' integer values are recorded too (``value``), for tests/trt_surface.py.
 """
 
 from __future__ import annotations
@@ -114,17 +118,24 @@ CONDITIONS = {
     "timing_cache": "a timing-cache directory is configured (any version)",
     "parse_failure": "the ONNX parser rejected the graph (any version)",
     "no_parse_from_file": "OnnxParser.parse_from_file does not exist",
+    "layer_precisions": "per-layer precisions given: weak typing, ILayer.precision and a precision-constraints flag "
+                        "exist (another issue fills the list; empty today)",
+    "precision_constraints_flag": "per-layer precisions given and BuilderFlag.OBEY_PRECISION_CONSTRAINTS is absent "
+                                  "(PREFER_PRECISION_CONSTRAINTS is the fallback)",
+    "calibration_profile": "calibrator, and IBuilderConfig.set_calibration_profile exists",
 }
 
-CAP, BLD, CAL, RUN = "capabilities.py", "builder.py", "calibrator.py", "runner.py"
+CAP, BLD, CAL, RUN, WIR = "capabilities.py", "builder.py", "calibrator.py", "runner.py", "wiring.py"
 
 NAMES: tuple[Group, ...] = (
     Group("trt (module)", "tensorrt", (
         _n("__version__", "attribute", (f"{CAP}:_version_of", "getattr", "always"),
            (f"{CAL}:make_calibrator", "none", "calibrator")),
-        _n("BuilderFlag", "enum", (f"{CAP}:probe", "getattr", "always"), (f"{BLD}:_set_flag", "none", "always")),
+        _n("BuilderFlag", "enum", (f"{CAP}:probe", "getattr", "always"),
+           (f"{WIR}:apply_build_settings", "none", "always")),
         _n("NetworkDefinitionCreationFlag", "enum", (f"{CAP}:probe", "getattr", "always"),
-           (f"{BLD}:build_engine", "none", "explicit_batch"), (f"{BLD}:build_engine", "none", "strongly_typed_flag")),
+           (f"{WIR}:network_creation_flags", "none", "explicit_batch"),
+           (f"{WIR}:network_creation_flags", "none", "strongly_typed_flag")),
         _n("IBuilderConfig", "class", (f"{CAP}:probe", "getattr", "always")),
         _n("IInt8EntropyCalibrator2", "class", (f"{CAP}:probe", "hasattr", "always"),
            (f"{CAL}:make_calibrator", "getattr", "calibrator")),
@@ -136,11 +147,13 @@ NAMES: tuple[Group, ...] = (
         _n("ILogger", "class", (f"{BLD}:_make_logger", "none", "always"), note="subclassed by builder._make_logger"),
         _n("Runtime", "class", (f"{BLD}:_layer_information", "try", "always"),
            (f"{RUN}:TrtRunner.__init__", "none", "always")),
-        _n("MemoryPoolType", "enum", (f"{BLD}:build_engine", "none", "always")),
-        _n("DeviceType", "enum", (f"{BLD}:build_engine", "none", "dla")),
+        _n("MemoryPoolType", "enum", (f"{WIR}:apply_build_settings", "none", "always")),
+        _n("DeviceType", "enum", (f"{WIR}:apply_build_settings", "none", "dla")),
         _n("HardwareCompatibilityLevel", "enum", (f"{CAP}:probe", "hasattr", "always"),
-           (f"{BLD}:build_engine", "none", "hardware_compatible")),
-        _n("ProfilingVerbosity", "enum", (f"{BLD}:build_engine", "none", "always")),
+           (f"{WIR}:apply_build_settings", "none", "hardware_compatible")),
+        _n("ProfilingVerbosity", "enum", (f"{WIR}:apply_build_settings", "none", "always")),
+        _n("DataType", "enum", (f"{WIR}:apply_build_settings", "none", "layer_precisions")),
+        _n("ILayer", "class", (f"{CAP}:probe", "getattr", "always")),
         _n("LayerInformationFormat", "enum", (f"{BLD}:_layer_information", "try", "always")),
         _n("TensorIOMode", "enum", (f"{RUN}:TrtRunner._setup_io", "none", "always")),
         _n("nptype", "function", (f"{RUN}:TrtRunner._numpy_dtype", "try", "always"),
@@ -154,27 +167,33 @@ NAMES: tuple[Group, ...] = (
         _n("log", "method", (f"{BLD}:_make_logger._Logger.log", "none", "always")),
     )),
     Group("trt.BuilderFlag", "BuilderFlag", (
-        _n("FP16", "member", (f"{CAP}:probe", "hasattr", "always"), (f"{BLD}:build_engine", "none", "weak_typing")),
-        _n("INT8", "member", (f"{CAP}:probe", "hasattr", "always"), (f"{BLD}:build_engine", "none", "weak_typing")),
-        _n("GPU_FALLBACK", "member", (f"{BLD}:build_engine", "none", "dla")),
+        _n("FP16", "member", (f"{CAP}:probe", "hasattr", "always"), (f"{WIR}:plan_build", "none", "weak_typing")),
+        _n("INT8", "member", (f"{CAP}:probe", "hasattr", "always"), (f"{WIR}:plan_build", "none", "weak_typing")),
+        _n("GPU_FALLBACK", "member", (f"{WIR}:plan_build", "none", "dla")),
         _n("VERSION_COMPATIBLE", "member", (f"{CAP}:probe", "hasattr", "always"),
-           (f"{BLD}:build_engine", "none", "version_compatible")),
+           (f"{WIR}:plan_build", "none", "version_compatible")),
+        _n("OBEY_PRECISION_CONSTRAINTS", "member", (f"{CAP}:probe", "hasattr", "always"),
+           (f"{WIR}:<module>", "none", "layer_precisions")),
+        _n("PREFER_PRECISION_CONSTRAINTS", "member", (f"{CAP}:probe", "hasattr", "always"),
+           (f"{WIR}:<module>", "none", "precision_constraints_flag")),
     )),
     Group("trt.NetworkDefinitionCreationFlag", "NetworkDefinitionCreationFlag", (
         _n("EXPLICIT_BATCH", "member", (f"{CAP}:probe", "hasattr", "always"),
-           (f"{BLD}:build_engine", "none", "explicit_batch")),
+           (f"{WIR}:plan_build", "none", "explicit_batch")),
         _n("STRONGLY_TYPED", "member", (f"{CAP}:probe", "hasattr", "always"),
-           (f"{BLD}:build_engine", "none", "strongly_typed_flag")),
+           (f"{WIR}:plan_build", "none", "strongly_typed_flag")),
     )),
     Group("trt.MemoryPoolType", "MemoryPoolType", (
-        _n("WORKSPACE", "member", (f"{BLD}:build_engine", "none", "always")),)),
-    Group("trt.DeviceType", "DeviceType", (_n("DLA", "member", (f"{BLD}:build_engine", "none", "dla")),)),
+        _n("WORKSPACE", "member", (f"{WIR}:plan_build", "none", "always")),)),
+    Group("trt.DeviceType", "DeviceType", (_n("DLA", "member", (f"{WIR}:plan_build", "none", "dla")),)),
     Group("trt.HardwareCompatibilityLevel", "HardwareCompatibilityLevel", (
-        _n("AMPERE_PLUS", "member", (f"{BLD}:build_engine", "none", "hardware_compatible")),
+        _n("AMPERE_PLUS", "member", (f"{WIR}:plan_build", "none", "hardware_compatible")),
     )),
     Group("trt.ProfilingVerbosity", "ProfilingVerbosity", (
-        _n("DETAILED", "member", (f"{BLD}:build_engine", "none", "always")),
+        _n("DETAILED", "member", (f"{WIR}:plan_build", "none", "always")),
     )),
+    Group("trt.DataType", "DataType", tuple(
+        _n(m, "member", (f"{WIR}:<module>", "none", "layer_precisions")) for m in ("FLOAT", "HALF", "INT8"))),
     Group("trt.LayerInformationFormat", "LayerInformationFormat", (
         _n("JSON", "member", (f"{BLD}:_layer_information", "try", "always")),
     )),
@@ -188,13 +207,20 @@ NAMES: tuple[Group, ...] = (
         _n("platform_has_fast_int8", "property", (f"{CAP}:probe", "hasattr", "always")),
         _n("create_network", "method", (f"{BLD}:build_engine", "none", "always")),
         _n("create_builder_config", "method", (f"{BLD}:build_engine", "none", "always")),
-        _n("create_optimization_profile", "method", (f"{BLD}:build_engine", "none", "always"),
-           (f"{BLD}:build_engine", "none", "calibrator")),
+        _n("create_optimization_profile", "method", (f"{WIR}:_profile", "none", "always"),
+           (f"{WIR}:_profile", "none", "calibration_profile")),
         _n("build_serialized_network", "method", (f"{BLD}:build_engine", "none", "always")),
     )),
     Group("network", "INetworkDefinition", (
         _n("num_inputs", "property", (f"{BLD}:build_engine", "none", "always")),
         _n("get_input", "method", (f"{BLD}:build_engine", "none", "always")),
+        _n("num_layers", "property", (f"{WIR}:apply_build_settings", "none", "layer_precisions")),
+        _n("get_layer", "method", (f"{WIR}:apply_build_settings", "none", "layer_precisions")),
+    )),
+    Group("network layer", "ILayer", (
+        _n("name", "property", (f"{WIR}:apply_build_settings", "none", "layer_precisions")),
+        _n("precision", "property", (f"{CAP}:probe", "hasattr", "always"),
+           (f"{WIR}:apply_build_settings", "none", "layer_precisions")),
     )),
     Group("network input tensor", "ITensor", (
         _n("name", "property", (f"{BLD}:build_engine", "none", "always")),
@@ -214,15 +240,17 @@ NAMES: tuple[Group, ...] = (
     )),
     Group("config", "IBuilderConfig", (
         _n("int8_calibrator", "property", (f"{CAP}:probe", "hasattr", "always"),
-           (f"{BLD}:build_engine", "none", "calibrator")),
-        _n("set_memory_pool_limit", "method", (f"{BLD}:build_engine", "none", "always")),
-        _n("add_optimization_profile", "method", (f"{BLD}:build_engine", "none", "always")),
-        _n("set_flag", "method", (f"{BLD}:_set_flag", "none", "always")),
-        _n("set_calibration_profile", "method", (f"{BLD}:build_engine", "hasattr", "calibrator")),
-        _n("default_device_type", "property", (f"{BLD}:build_engine", "none", "dla")),
-        _n("DLA_core", "property", (f"{BLD}:build_engine", "none", "dla")),
-        _n("hardware_compatibility_level", "property", (f"{BLD}:build_engine", "none", "hardware_compatible")),
-        _n("profiling_verbosity", "property", (f"{BLD}:build_engine", "none", "always")),
+           (f"{WIR}:apply_build_settings", "none", "calibrator")),
+        _n("set_memory_pool_limit", "method", (f"{WIR}:apply_build_settings", "none", "always")),
+        _n("add_optimization_profile", "method", (f"{WIR}:apply_build_settings", "none", "always")),
+        _n("set_flag", "method", (f"{WIR}:apply_build_settings", "none", "always")),
+        _n("set_calibration_profile", "method", (f"{CAP}:probe", "hasattr", "always"),
+           (f"{WIR}:apply_build_settings", "none", "calibration_profile")),
+        _n("default_device_type", "property", (f"{WIR}:apply_build_settings", "none", "dla")),
+        _n("DLA_core", "property", (f"{WIR}:apply_build_settings", "none", "dla")),
+        _n("hardware_compatibility_level", "property", (f"{WIR}:apply_build_settings", "none",
+                                                        "hardware_compatible")),
+        _n("profiling_verbosity", "property", (f"{WIR}:apply_build_settings", "none", "always")),
         _n("create_timing_cache", "method", (f"{BLD}:_attach_timing_cache", "try", "timing_cache"),
            (f"{BLD}:_attach_timing_cache", "none", "timing_cache")),
         _n("set_timing_cache", "method", (f"{BLD}:_attach_timing_cache", "try", "timing_cache"),
@@ -232,12 +260,12 @@ NAMES: tuple[Group, ...] = (
     Group("timing cache", "ITimingCache", (
         _n("serialize", "method", (f"{BLD}:build_engine", "none", "timing_cache")),)),
     Group("optimization profile", "IOptimizationProfile", (
-        _n("set_shape", "method", (f"{BLD}:build_engine", "none", "always"),
-           (f"{BLD}:build_engine", "none", "calibrator")),
+        _n("set_shape", "method", (f"{WIR}:_profile", "none", "always"),
+           (f"{WIR}:_profile", "none", "calibration_profile")),
     )),
     Group("runtime", "Runtime", (
-        _n("engine_host_code_allowed", "property", (f"{BLD}:_layer_information", "hasattr", "version_compatible"),
-           (f"{RUN}:TrtRunner.__init__", "hasattr", "always")),
+        _n("engine_host_code_allowed", "property", (f"{WIR}:apply_runtime_settings", "hasattr",
+                                                    "version_compatible")),
         _n("deserialize_cuda_engine", "method", (f"{BLD}:_layer_information", "try", "always"),
            (f"{RUN}:TrtRunner.__init__", "none", "always")),
     )),
@@ -338,6 +366,105 @@ def stale_sites(package: Path = TRT_PACKAGE) -> list[str]:
                 elif not token.search(segment) and not token.search(_module_constants(sources[file])):
                     problems.append(f"{group.owner}.{entry.name}: {site.where} does not mention it")
     return problems
+
+
+_TRT_ROOTS = ("trt", "self._trt")  # how kd2trt/trt/ code names the imported tensorrt module
+
+
+def _dotted(node: ast.AST) -> str | None:
+    """``trt.BuilderFlag.FP16`` -> that text, for chains of attributes on a plain name; None otherwise."""
+    parts = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    if not isinstance(node, ast.Name):
+        return None
+    return ".".join([node.id, *reversed(parts)])
+
+
+def _trt_owner(dotted: str | None, aliases: dict[str, str]) -> str | None:
+    """The bindings owner an expression stands for: ``trt`` -> "tensorrt", ``trt.BuilderFlag`` -> "BuilderFlag",
+    a local bound to ``getattr(trt, "BuilderFlag", None)`` -> "BuilderFlag"; None when it is not tensorrt."""
+    if dotted is None:
+        return None
+    if dotted in _TRT_ROOTS:
+        return "tensorrt"
+    for root in _TRT_ROOTS:
+        if dotted.startswith(root + ".") and "." not in dotted[len(root) + 1:]:
+            return dotted[len(root) + 1:]
+    return aliases.get(dotted)
+
+
+def used_trt_names(package: Path = TRT_PACKAGE) -> dict[str, list[str]]:
+    """``"Owner.name"`` -> ``["file:line", ...]`` for every tensorrt name kd2trt/trt/ code uses.
+
+    Found in the source: ``trt.<Name>`` and ``trt.<Class>.<member>`` (also through ``self._trt``),
+    ``getattr``/``hasattr`` with a constant name on tensorrt, on ``trt.<Class>`` or on a local bound to
+    ``getattr(trt, "<Class>", ...)``, and the enum members the wiring names as data (``wiring.TRT_NAMES``:
+    applied with ``getattr(trt.<Enum>, name)``). The module's own owner is ``"tensorrt"``.
+    """
+    found: dict[str, list[str]] = {}
+
+    def add(owner: str, name: str, file: str, line: int) -> None:
+        if owner != "tensorrt" and name.startswith("__"):
+            return  # trt.ILogger.__init__: Python's, not TensorRT's API
+        found.setdefault(f"{owner}.{name}", []).append(f"{file}:{line}")
+
+    for path in sorted(package.glob("*.py")):
+        tree = ast.parse(path.read_text(), str(path))
+        aliases: dict[str, str] = {}
+        for node in ast.walk(tree):  # locals bound to a tensorrt class: x = getattr(trt, "X", None) / x = trt.X
+            if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+                value = node.value
+                owner = None
+                if isinstance(value, ast.Call) and isinstance(value.func, ast.Name) and value.func.id == "getattr" \
+                        and len(value.args) >= 2 and isinstance(value.args[1], ast.Constant) \
+                        and _trt_owner(_dotted(value.args[0]), {}) == "tensorrt":
+                    owner = str(value.args[1].value)
+                elif _trt_owner(_dotted(value), {}) not in (None, "tensorrt"):
+                    owner = _trt_owner(_dotted(value), {})
+                if owner is not None:
+                    aliases[node.targets[0].id] = owner
+            if isinstance(node, ast.Assign | ast.AnnAssign) and path.name == "wiring.py":
+                target = node.targets[0] if isinstance(node, ast.Assign) else node.target
+                if isinstance(target, ast.Name) and target.id == "TRT_NAMES" and node.value is not None:
+                    for enum, members in ast.literal_eval(node.value).items():
+                        add("tensorrt", enum, path.name, node.lineno)
+                        for member in members:
+                            add(enum, member, path.name, node.lineno)
+        inner = {id(node.value) for node in ast.walk(tree) if isinstance(node, ast.Attribute)}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute) and id(node) not in inner:  # the whole chain, once
+                dotted = _dotted(node)
+                if dotted is None:
+                    continue
+                for root in _TRT_ROOTS:
+                    if dotted.startswith(root + "."):
+                        parts = dotted[len(root) + 1:].split(".")
+                        add("tensorrt", parts[0], path.name, node.lineno)
+                        if len(parts) > 1:
+                            add(parts[0], parts[1], path.name, node.lineno)
+                        break
+            elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) \
+                    and node.func.id in ("getattr", "hasattr") and len(node.args) >= 2 \
+                    and isinstance(node.args[1], ast.Constant) and isinstance(node.args[1].value, str):
+                owner = _trt_owner(_dotted(node.args[0]), aliases)
+                if owner is not None:
+                    add(owner, node.args[1].value, path.name, node.lineno)
+    for sites in found.values():
+        sites[:] = sorted(set(sites), key=lambda s: (s.split(":")[0], int(s.split(":")[1])))
+    return found
+
+
+def unlisted_names(package: Path = TRT_PACKAGE) -> list[str]:
+    """The reverse of :func:`stale_sites`: tensorrt names the code uses that the table :data:`NAMES` lacks.
+
+    A name missing from the table is never checked against the bindings, so the code could use an attribute
+    some TensorRT line does not have and every check would still pass. Each is listed with where it is used.
+    """
+    listed = {f"{group.owner}.{entry.name}" for group in NAMES for entry in group.names}
+    return [f"{name}: used at {', '.join(sites)}, not in check_trt_api.NAMES"
+            for name, sites in sorted(used_trt_names(package).items()) if name not in listed]
 
 
 @dataclass
@@ -539,12 +666,17 @@ def signature(owner, name):
     return text or None
 
 result = {"version": str(getattr(trt, "__version__", "")), "names": {}, "owners": {}, "signatures": {},
-          "subclass_conflicts": {}}
+          "values": {}, "subclass_conflicts": {}}
 for owner_name, name in request["names"]:
     owner = trt if owner_name == "tensorrt" else getattr(trt, owner_name, None)
     result["owners"][owner_name] = owner is not None
     kind = None if owner is None else kind_of(owner, name)
     result["names"][owner_name + "." + name] = kind
+    if kind == "member":
+        try:
+            result["values"][owner_name + "." + name] = int(getattr(owner, name))
+        except (TypeError, ValueError):
+            pass
     if kind in ("method", "function"):
         result["signatures"][owner_name + "." + name] = signature(owner, name)
 for owner_name, attrs in request["subclass_attrs"].items():
@@ -625,6 +757,8 @@ def _conditions(maybe_present: dict[str, bool], maybe_absent: dict[str, bool], v
     strong = lacks("BuilderFlag.FP16") or lacks("BuilderFlag.INT8")
     calibrator = weak and has("tensorrt.IInt8EntropyCalibrator2") and has("IBuilderConfig.int8_calibrator")
     major = _major(version)
+    layer_precisions = weak and has("ILayer.precision") and (
+        has("BuilderFlag.OBEY_PRECISION_CONSTRAINTS") or has("BuilderFlag.PREFER_PRECISION_CONSTRAINTS"))
     return {
         "always": True,
         "weak_typing": weak,
@@ -639,6 +773,9 @@ def _conditions(maybe_present: dict[str, bool], maybe_absent: dict[str, bool], v
         "timing_cache": True,
         "parse_failure": True,
         "no_parse_from_file": lacks("OnnxParser.parse_from_file"),
+        "layer_precisions": layer_precisions,
+        "precision_constraints_flag": layer_precisions and lacks("BuilderFlag.OBEY_PRECISION_CONSTRAINTS"),
+        "calibration_profile": calibrator and has("IBuilderConfig.set_calibration_profile"),
     }
 
 
@@ -655,11 +792,12 @@ def evaluate(b: Bindings) -> dict[str, Any]:
                 evidence = "absent"  # no owner class, no member
             actual_kind = intro["names"].get(key) if intro else None
             sig = intro.get("signatures", {}).get(key) if intro else None
+            value = intro.get("values", {}).get(key) if intro else None
             is_present = actual_kind is not None if intro else evidence != "absent"
             present[key] = is_present
             rows.append({"group": group.label, "owner": group.owner, "name": n.name, "kind": n.kind,
                          "note": n.note, "evidence": evidence, "present": is_present, "actual_kind": actual_kind,
-                         "signature": sig,
+                         "signature": sig, "value": value,
                          "sites": [{"where": s.where, "guard": s.guard, "when": s.when} for s in n.sites]})
     # Strings prove absence only: anything they find may still be absent. Introspection is exact.
     maybe_absent = {k: not v for k, v in present.items()} if intro else dict.fromkeys(present, True)
@@ -692,7 +830,7 @@ def evaluate(b: Bindings) -> dict[str, Any]:
         "string_runs": len(b.runs), "init_py": bool(b.init_py),
         "method": "introspection (two-sided)" if intro else "strings (one-sided)",
         "introspection": {k: v for k, v in (b.introspection or {}).items()
-                          if k not in ("names", "owners", "signatures")},
+                          if k not in ("names", "owners", "signatures", "values")},
         "conditions": conditions, "names": rows,
         "summary": {"checked": len(rows), "absent": sum(not r["present"] for r in rows), "unguarded": unguarded,
                     "kind_mismatches": kind_mismatches, "subclass_conflicts": n_conflicts,
@@ -765,6 +903,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     stale = stale_sites()
     for problem in stale:
         print(f"stale reference: {problem}")
+    unlisted = unlisted_names()
+    for problem in unlisted:
+        print(f"unlisted name: {problem}")
     results = []
     for path in args.bindings:
         try:
@@ -802,7 +943,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"wrote {args.json}")
     bad = sum(r["summary"]["unguarded"] + r["summary"]["kind_mismatches"] + r["summary"]["subclass_conflicts"]
               for r in results)
-    return 1 if bad or stale else 0
+    return 1 if bad or stale or unlisted else 0
 
 
 if __name__ == "__main__":

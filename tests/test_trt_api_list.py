@@ -52,3 +52,42 @@ def test_string_evidence_is_exact_tail_python_or_absent(check, tmp_path: Path) -
     assert check.string_evidence(bindings, "INT8") == "tail"  # stored only as the end of UINT8
     assert check.string_evidence(bindings, "nptype") == "python"
     assert check.string_evidence(bindings, "IInt8EntropyCalibrator2") == "absent"
+
+
+# --------------------------------------------------------------------------------------------- the reverse way
+
+
+def test_every_tensorrt_name_the_code_uses_is_in_the_list(check) -> None:
+    """Reverse of the above: a `trt.X` / `trt.X.Y` the code uses but the list lacks is never checked."""
+    assert check.unlisted_names() == []
+    used = check.used_trt_names()
+    # the wiring's names are data applied by getattr: they count as used
+    assert "BuilderFlag.OBEY_PRECISION_CONSTRAINTS" in used and "DataType.HALF" in used
+    assert {"Logger.ERROR", "TensorIOMode.INPUT", "tensorrt.nptype", "IBuilderConfig.int8_calibrator"} <= set(used)
+
+
+def test_an_unlisted_name_is_reported(check, tmp_path: Path) -> None:
+    (tmp_path / "extra.py").write_text(
+        "def build(trt, config):\n"
+        "    config.set_flag(trt.BuilderFlag.STRICT_TYPES)\n"
+        "    flags = getattr(trt, 'NetworkDefinitionCreationFlag', None)\n"
+        "    if hasattr(flags, 'PREFER_AOT_PYTHON_PLUGINS'):\n"
+        "        pass\n"
+        "    return trt.Refitter, trt.BuilderFlag.FP16, trt.ILogger.__init__\n")
+    (tmp_path / "wiring.py").write_text("TRT_NAMES = {'BuilderFlag': ('FP16', 'DIRECT_IO')}\n")
+    assert check.unlisted_names(tmp_path) == [
+        "BuilderFlag.DIRECT_IO: used at wiring.py:1, not in check_trt_api.NAMES",
+        "BuilderFlag.STRICT_TYPES: used at extra.py:2, not in check_trt_api.NAMES",
+        "NetworkDefinitionCreationFlag.PREFER_AOT_PYTHON_PLUGINS: used at extra.py:4, not in check_trt_api.NAMES",
+        "tensorrt.Refitter: used at extra.py:6, not in check_trt_api.NAMES",
+    ]
+
+
+def test_the_surface_json_covers_the_list(check) -> None:
+    """bench/results/trt_api_surface.json was written from this list: every listed name has a row per version."""
+    import json
+
+    data = json.loads((REPO / "bench" / "results" / "trt_api_surface.json").read_text())
+    listed = {f"{group.owner}.{entry.name}" for group in check.NAMES for entry in group.names}
+    for version in data["versions"]:
+        assert {f"{row['owner']}.{row['name']}" for row in version["names"]} == listed, version["version"]

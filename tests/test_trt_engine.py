@@ -128,6 +128,19 @@ def graphs(tmp_path_factory) -> dict[str, Path]:
     return paths
 
 
+def _settings(caps, device, graph: Path, plan, calibrator=None, **options):
+    """The build settings the engines stage would plan on this machine (kd2trt.trt.wiring.plan_build)."""
+    from kd2trt.config import BuildConfig
+    from kd2trt.trt.jetson import detect_jetson
+    from kd2trt.trt.stage import read_graph_input
+    from kd2trt.trt.wiring import DeviceFacts, plan_build
+
+    options.setdefault("timing_cache_dir", None)
+    facts = DeviceFacts(device.name, device.compute_capability, on_jetson=detect_jetson(run=None) is not None)
+    return plan_build(plan, BuildConfig(**options), caps, facts, read_graph_input(graph),
+                      calibration_batch=getattr(calibrator, "batch_size", None))
+
+
 def _build(caps, device, graphs, tmp: Path, precision: str, int8_path: str = "auto", calibrator=None,
            available=None, **options):
     from kd2trt.trt.builder import build_engine
@@ -135,8 +148,9 @@ def _build(caps, device, graphs, tmp: Path, precision: str, int8_path: str = "au
 
     plan = plan_precision(caps, precision, int8_path, available or list(graphs), calibrator is not None)
     engine = tmp / engine_filename("student", precision, device.compute_capability, caps.version)
-    manifest = build_engine(graphs[plan.onnx_kind], engine, plan, calibrator=calibrator, min_batch=1,
-                            opt_batch=8, max_batch=16, **options)
+    settings = _settings(caps, device, graphs[plan.onnx_kind], plan, calibrator, min_batch=1, opt_batch=8,
+                         max_batch=16, **options)
+    manifest = build_engine(graphs[plan.onnx_kind], engine, settings, calibrator=calibrator)
     return plan, engine, manifest
 
 
@@ -176,8 +190,9 @@ def test_fp32_engine_matches_onnxruntime(caps, device, graphs, tmp_path) -> None
 
 
 def test_fp16_engine(caps, device, graphs, tmp_path) -> None:
-    plan, engine, _ = _build(caps, device, graphs, tmp_path, "fp16")
+    plan, engine, manifest = _build(caps, device, graphs, tmp_path, "fp16")
     assert plan.onnx_kind == ("onnx" if caps.weak_typing else "fp16_onnx")
+    assert manifest.build.builder_flags == (["FP16"] if caps.weak_typing else [])
     images = _images(8, 3)
     _close(_run(engine, images), _ort(graphs["onnx"], images), 2e-2)
 
@@ -307,10 +322,11 @@ def test_parser_errors_name_the_file(caps, device, tmp_path) -> None:
 
     bad = tmp_path / "bad.onnx"
     node = helper.make_node("NoSuchOp", ["input"], ["logits"], domain="kd2trt.test", name="mystery")
-    graph = helper.make_graph([node], "bad", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 4])],
-                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 4])])
+    graph = helper.make_graph([node], "bad", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 1, 8, 8])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 1, 8, 8])])
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13),
                                                       helper.make_opsetid("kd2trt.test", 1)]), bad)
     plan = plan_precision(caps, "fp32", "auto", ["onnx"])
+    settings = _settings(caps, device, bad, plan, min_batch=1, max_batch=1)
     with pytest.raises(Kd2trtError, match=r"bad\.onnx: TensorRT .* ONNX parser failed"):
-        build_engine(bad, tmp_path / "bad.engine", plan)
+        build_engine(bad, tmp_path / "bad.engine", settings)

@@ -1,28 +1,45 @@
-"""kd2trt.trt.stage without TensorRT: what is built from, which options each precision gets, the skip message."""
+"""kd2trt.trt.stage without TensorRT: what is built from, the stage's own plan of every engine, the skip message.
+
+The plan tests call :func:`~kd2trt.trt.stage.plan_engines`, the function the stage itself calls; one test runs
+:func:`~kd2trt.trt.stage.build_engines` on the TensorRT API surface of the real 10.3 bindings (tests/trt_surface.py)
+with a recording ``build_engine``, so a stage that stopped building what that function plans fails here.
+"""
 
 from __future__ import annotations
 
 import io
+import sys
 from pathlib import Path
+from types import SimpleNamespace
 
+import onnx
 import pytest
+from onnx import TensorProto, helper
 from rich.console import Console
 
-from kd2trt.config import BuildConfig, ExportConfig, RunConfig
+from kd2trt.config import BenchConfig, BuildConfig, ExportConfig, RunConfig
 from kd2trt.errors import Kd2trtError
 from kd2trt.targets import TrtVersion
 from kd2trt.trt import cuda_memory
-from kd2trt.trt.builder import resolve_profile, validate_build_options
-from kd2trt.trt.plan import plan_precision
+from kd2trt.trt.capabilities import probe
+from kd2trt.trt.plan import Artifacts, discover_artifacts
 from kd2trt.trt.stage import (
     CALIBRATION_BATCH,
     build_engines,
-    build_options,
+    plan_engines,
     precisions_to_build,
+    read_graph_input,
     resolve_sources,
 )
-from tests.test_trt_builder_logic import ALL
-from tests.test_trt_builder_logic import ORIN as AGX_ORIN
+from kd2trt.trt.wiring import DeviceFacts, GraphInput
+from tests.trt_surface import surface
+
+AGX_ORIN = probe(surface("10.3.0", defaults={"Builder": {"num_DLA_cores": 2}}))  # JetPack 6.1's TensorRT
+ORIN_GPU = DeviceFacts("Orin (nvgpu)", "8.7", on_jetson=True)
+X86_GPU = DeviceFacts("NVIDIA L40S", "9.0")
+GRAPH = GraphInput("input", (-1, 1, 8, 8))
+ARTIFACTS = {"onnx": "student.onnx", "fp16_onnx": "student.fp16.onnx", "qdq_onnx": "student.int8.onnx",
+             "calib_cache": "student.calib-trt10.3.0.cache"}
 
 needs_no_gpu = pytest.mark.skipif(cuda_memory.cuda_device_count()[0] > 0, reason="this machine has a CUDA device")
 
@@ -31,37 +48,106 @@ def quiet() -> Console:
     return Console(file=io.StringIO())
 
 
-# --------------------------------------------------------------------------------------------- options
+# --------------------------------------------------------------------------------------------- the plan
+
+
+def _config(**build) -> RunConfig:
+    bench = BenchConfig(batch_sizes=[1, build.get("max_batch", 32)])
+    return RunConfig(export=ExportConfig(fp16=True, int8=True), build=BuildConfig(**build), bench=bench)
+
+
+def _plan(config: RunConfig, caps=AGX_ORIN, device=ORIN_GPU, tmp: Path = Path("exported")):
+    sources = resolve_sources(tmp, tmp / "student.onnx")
+    artifacts = Artifacts({kind: tmp / name for kind, name in ARTIFACTS.items()})
+    return plan_engines(config, caps, device, sources, artifacts, GRAPH, (1, 8, 8), tmp / "engines")
 
 
 def test_dla_core_goes_to_fp16_and_int8_only() -> None:
-    """`--dla-core 0` with FP16 and INT8: FP32 (always built) goes to the GPU, so every build passes the checks."""
-    build = BuildConfig(dla_core=0, min_batch=8, max_batch=8)  # DLA needs static shapes
-    precisions = precisions_to_build(ExportConfig(fp16=True, int8=True))
-    assert precisions == ["fp32", "fp16", "int8"]
-    chosen = {}
-    for precision in precisions:
-        options = build_options(precision, build)
-        chosen[precision] = options["dla_core"]
-        plan = plan_precision(AGX_ORIN, precision, build.int8_path, ALL)
-        profile = resolve_profile((-1, 1, 8, 8), options["min_batch"], options["opt_batch"], options["max_batch"])
-        validate_build_options(plan, AGX_ORIN, profile, dla_core=options["dla_core"],
-                               calibrator_batch=CALIBRATION_BATCH)
-    assert chosen == {"fp32": None, "fp16": 0, "int8": 0}
-    # What the stage did before: the DLA core on the FP32 build, which the checks refuse.
-    fp32 = plan_precision(AGX_ORIN, "fp32", "auto", ALL)
-    with pytest.raises(Kd2trtError, match="DLA runs FP16 or INT8 only"):
-        validate_build_options(fp32, AGX_ORIN, resolve_profile((-1, 1, 8, 8), 8, 8, 8), dla_core=0)
+    """`--dla-core 0` with FP16 and INT8: FP32 (always built, the reference) goes to the GPU."""
+    jobs = _plan(_config(dla_core=0, min_batch=8, max_batch=8))  # DLA needs static shapes
+    assert [job.precision for job in jobs] == ["fp32", "fp16", "int8"]
+    placed = {job.precision: (job.settings.default_device_type, job.settings.dla_core,
+                              "GPU_FALLBACK" in job.settings.builder_flags) for job in jobs}
+    assert placed == {"fp32": (None, None, False), "fp16": ("DLA", 0, True), "int8": ("DLA", 0, True)}
 
 
-def test_build_options_follow_the_recipe() -> None:
-    build = BuildConfig(min_batch=2, max_batch=16, workspace_mb=256, timing_cache_dir=None, gpu_fallback=False,
-                        version_compatible=True, hardware_compatible=True)
-    assert build_options("fp16", build) == {
-        "min_batch": 2, "opt_batch": 16, "max_batch": 16, "workspace_mb": 256, "timing_cache_dir": None,
-        "dla_core": None, "gpu_fallback": False, "version_compatible": True, "hardware_compatible": True}
-    assert build_options("int8", BuildConfig(opt_batch=4, max_batch=16))["opt_batch"] == 4
-    assert build_options("fp32", BuildConfig()) == build_options("int8", BuildConfig())  # no DLA: same options
+def test_the_recipe_build_options_reach_every_engine() -> None:
+    config = _config(min_batch=2, opt_batch=4, max_batch=16, workspace_mb=256, timing_cache_dir=None,
+                     version_compatible=True, hardware_compatible=False)
+    for job in _plan(config, device=X86_GPU):
+        s = job.settings
+        assert (s.profile.min_batch, s.profile.opt_batch, s.profile.max_batch) == (2, 4, 16)
+        assert s.memory_pools == (("WORKSPACE", 256 << 20),) and s.timing_cache_path is None
+        assert s.version_compatible and s.builder_flags[-1] == "VERSION_COMPATIBLE"
+    defaults = _plan(_config(), device=ORIN_GPU)
+    assert {job.settings.workspace_mb for job in defaults} == {512}  # the Jetson default
+    assert {str(job.settings.timing_cache_path.parent) for job in defaults} == {"engines/timing-cache"}
+
+
+def test_each_engine_gets_its_graph_flags_and_file() -> None:
+    jobs = _plan(_config(), device=X86_GPU)
+    assert [(job.onnx_path.name, job.engine_path.name, job.settings.builder_flags) for job in jobs] == [
+        ("student.onnx", "student-fp32-sm90-trt10.3.0.engine", ()),
+        ("student.onnx", "student-fp16-sm90-trt10.3.0.engine", ("FP16",)),
+        ("student.onnx", "student-int8-sm90-trt10.3.0.engine", ("FP16", "INT8")),  # implicit, from the cache
+    ]
+    int8 = jobs[2].settings
+    assert int8.int8_calibrator and int8.calibration_profile.max_batch == CALIBRATION_BATCH
+    strong = _plan(_config(), caps=probe(surface("11.4.0.106")), device=X86_GPU)
+    assert [(job.onnx_path.name, job.settings.network_flags, job.settings.builder_flags) for job in strong] == [
+        ("student.onnx", ("STRONGLY_TYPED",), ()), ("student.fp16.onnx", ("STRONGLY_TYPED",), ()),
+        ("student.int8.onnx", ("STRONGLY_TYPED",), ())]
+
+
+def test_a_bad_combination_fails_before_the_first_build() -> None:
+    with pytest.raises(Kd2trtError, match="DLA needs static shapes"):
+        _plan(_config(dla_core=0))  # dynamic batch: refused while planning, no engine is half-built
+
+
+def test_the_stage_builds_what_plan_engines_plans(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """build_engines with TensorRT's surface and a recording build_engine: the stage's settings are the plan's."""
+    from kd2trt.trt import builder, capabilities, jetson
+    from kd2trt.trt import stage as stage_module
+
+    graph = helper.make_graph([helper.make_node("Flatten", ["input"], ["logits"])], "g",
+                              [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 1, 8, 8])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 64])])
+    for name in ("student.onnx", "student.int8.onnx"):
+        onnx.save(helper.make_model(graph), tmp_path / name)
+    trt = surface("10.3.0", defaults={"Builder": {"num_DLA_cores": 2}})
+    caps = probe(trt)
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    monkeypatch.setattr(capabilities, "probe_environment", lambda: (caps, "TensorRT 10.3.0 (surface)"))
+    monkeypatch.setattr(cuda_memory, "device_info", lambda index=0: cuda_memory.DeviceInfo(0, "Orin", "8.7", 30000))
+    monkeypatch.setattr(jetson, "detect_jetson", lambda **kw: object())
+    monkeypatch.setattr(stage_module, "_input_chw", lambda checkpoint: (1, 8, 8))
+    built = []
+
+    def record(onnx_path, engine_path, settings, *, calibrator=None):
+        built.append((Path(onnx_path), Path(engine_path), settings, calibrator))
+        return SimpleNamespace(build_seconds=1.0)
+
+    monkeypatch.setattr(builder, "build_engine", record)
+    config = _config(dla_core=0, min_batch=8, max_batch=8, int8_path="qdq")
+    outcome = build_engines(config, tmp_path, quiet(), engines_dir=tmp_path / "engines")
+    assert outcome.outputs == [engine for _, engine, _, _ in built] and len(built) == 3
+    sources = resolve_sources(tmp_path)
+    planned = plan_engines(config, caps, DeviceFacts("Orin", "8.7", on_jetson=True), sources,
+                           discover_artifacts(sources.onnx_path, caps.version), GraphInput("input", (-1, 1, 8, 8)),
+                           (1, 8, 8), tmp_path / "engines")
+    assert [(job.onnx_path, job.engine_path, job.settings, None) for job in planned] == built
+    assert [s.dla_core for _, _, s, _ in built] == [None, 0, 0]
+
+
+def test_read_graph_input(tmp_path: Path) -> None:
+    value = helper.make_tensor_value_info("images", TensorProto.FLOAT, ["N", 3, 32, 32])
+    graph = helper.make_graph([helper.make_node("Identity", ["images"], ["out"])], "g", [value],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["N", 3, 32, 32])])
+    onnx.save(helper.make_model(graph), tmp_path / "m.onnx")
+    assert read_graph_input(tmp_path / "m.onnx") == GraphInput("images", (-1, 3, 32, 32))
+    (tmp_path / "bad.onnx").write_bytes(b"not onnx")
+    with pytest.raises(Kd2trtError, match="cannot read the ONNX graph"):
+        read_graph_input(tmp_path / "bad.onnx")
 
 
 @pytest.mark.parametrize(("fp16", "int8", "expected"), [(False, False, ["fp32"]), (True, False, ["fp32", "fp16"]),

@@ -48,6 +48,12 @@ class TrtCapabilities:
     num_dla_cores: int = 0
     platform_has_fast_fp16: bool | None = None  # None: not asked, or removed (11.x)
     platform_has_fast_int8: bool | None = None
+    # Per-layer precisions (ILayer.precision) and the flag that makes the builder honour them:
+    # OBEY_PRECISION_CONSTRAINTS (>= 8.2; PREFER_PRECISION_CONSTRAINTS only warns); both gone in 11.x with
+    # ILayer.precision itself (strong typing: the graph's types are the precisions).
+    layer_precision: bool = True
+    precision_constraints_flag: str | None = "OBEY_PRECISION_CONSTRAINTS"
+    has_calibration_profile: bool = True  # IBuilderConfig.set_calibration_profile (<= 10.x)
 
     @property
     def strongly_typed_only(self) -> bool:
@@ -80,6 +86,9 @@ def probe(trt: Any, builder: Any = None) -> TrtCapabilities:
     has_calibrator = hasattr(trt, "IInt8EntropyCalibrator2") and config_cls is not None and hasattr(
         config_cls, "int8_calibrator")
     has_builder = hasattr(trt, "Builder") and hasattr(trt, "OnnxParser")
+    layer_cls = getattr(trt, "ILayer", None)
+    constraints = next((name for name in ("OBEY_PRECISION_CONSTRAINTS", "PREFER_PRECISION_CONSTRAINTS")
+                        if builder_flag is not None and hasattr(builder_flag, name)), None)
     num_dla = 0
     fast_fp16 = fast_int8 = None
     if has_builder:
@@ -107,6 +116,9 @@ def probe(trt: Any, builder: Any = None) -> TrtCapabilities:
         num_dla_cores=num_dla,
         platform_has_fast_fp16=fast_fp16,
         platform_has_fast_int8=fast_int8,
+        layer_precision=layer_cls is not None and hasattr(layer_cls, "precision"),
+        precision_constraints_flag=constraints,
+        has_calibration_profile=config_cls is not None and hasattr(config_cls, "set_calibration_profile"),
     )
 
 

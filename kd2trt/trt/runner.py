@@ -33,6 +33,7 @@ from kd2trt.errors import Kd2trtError
 from kd2trt.manifests import EngineManifest
 from kd2trt.runner import InputSpec, Runner, RunnerInfo
 from kd2trt.trt.manifest import check_runtime_compatible, read_manifest, verify_engine_file
+from kd2trt.trt.wiring import apply_runtime_settings, runtime_settings
 
 __all__ = ["REQUIRED_CONTEXT_API", "REQUIRED_ENGINE_API", "TrtRunner", "read_engine"]
 
@@ -95,9 +96,8 @@ class TrtRunner(Runner):
 
         self._logger = _make_logger(trt, verbose)
         self._runtime = trt.Runtime(self._logger)
-        if self.manifest.build.version_compatible and hasattr(self._runtime, "engine_host_code_allowed"):
-            # A version-compatible plan embeds its lean runtime (host code); TensorRT runs it only if allowed.
-            self._runtime.engine_host_code_allowed = True
+        # A version-compatible plan embeds its lean runtime (host code); TensorRT runs it only if allowed.
+        apply_runtime_settings(self._runtime, runtime_settings(self.manifest.build))
         self._engine = self._runtime.deserialize_cuda_engine(engine_bytes)
         del engine_bytes  # TensorRT holds its own copy
         if self._engine is None:

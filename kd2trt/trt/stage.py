@@ -18,14 +18,17 @@ from typing import TYPE_CHECKING, Any
 from kd2trt.errors import Kd2trtError
 from kd2trt.layout import ModelFiles, RunLayout, engine_filename, slug
 from kd2trt.results import StageResult
+from kd2trt.trt.capabilities import TrtCapabilities
+from kd2trt.trt.plan import Artifacts, plan_precision
+from kd2trt.trt.wiring import BuildSettings, DeviceFacts, GraphInput, plan_build
 
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from kd2trt.config import RunConfig
+    from kd2trt.config import BuildConfig, RunConfig
 
-__all__ = ["EngineSources", "build_engines", "build_options", "engines_stage", "precisions_to_build",
-           "resolve_sources", "target_command"]
+__all__ = ["EngineJob", "EngineSources", "build_engines", "engine_build_options", "engines_stage", "plan_engines",
+           "precisions_to_build", "read_graph_input", "resolve_sources", "target_command"]
 
 DEFAULT_MODEL = "student"
 CALIBRATION_BATCH = 32  # images per live-calibration batch (the calibration profile's fixed shape)
@@ -75,24 +78,65 @@ def precisions_to_build(export: Any) -> list[str]:
     return ["fp32"] + (["fp16"] if export.fp16 else []) + (["int8"] if export.int8 else [])
 
 
-def build_options(precision: str, build: Any) -> dict[str, Any]:
-    """:func:`~kd2trt.trt.builder.build_engine`'s options for one precision, from the recipe's build section.
+def engine_build_options(precision: str, build: BuildConfig) -> BuildConfig:
+    """The recipe's build section as it applies to one precision's engine.
 
     DLA runs FP16 and INT8 only, so ``build.dla_core`` (and its GPU fallback) applies to those builds; the
     FP32 engine, always built as the reference, is built for the GPU.
     """
     on_dla = build.dla_core is not None and precision != "fp32"
-    return {
-        "min_batch": build.min_batch,
-        "opt_batch": build.opt_batch or build.max_batch,
-        "max_batch": build.max_batch,
-        "workspace_mb": build.workspace_mb,
-        "timing_cache_dir": build.timing_cache_dir,
-        "dla_core": build.dla_core if on_dla else None,
-        "gpu_fallback": build.gpu_fallback,
-        "version_compatible": build.version_compatible,
-        "hardware_compatible": build.hardware_compatible,
-    }
+    if build.dla_core is not None and not on_dla:
+        return build.model_copy(update={"dla_core": None})
+    return build
+
+
+@dataclass(frozen=True)
+class EngineJob:
+    """One engine the stage builds: from which graph, to which file, with which settings."""
+
+    precision: str
+    onnx_path: Path
+    engine_path: Path
+    settings: BuildSettings
+
+
+def plan_engines(config: RunConfig, caps: TrtCapabilities, device: DeviceFacts, sources: EngineSources,
+                 artifacts: Artifacts, graph_input: GraphInput, input_chw: tuple[int, int, int] | None,
+                 engines_dir: Path) -> list[EngineJob]:
+    """Every engine of the stage, planned and checked before the first build (pure: no TensorRT, no files).
+
+    This is the stage's whole composition -- precisions from the export section, a precision plan per
+    precision, the recipe's build options per precision (:func:`engine_build_options`), the
+    :class:`~kd2trt.trt.wiring.BuildSettings` and the engine file name -- and :func:`build_engines` only carries
+    it out, so what the tests plan is what the stage builds.
+    """
+    jobs = []
+    for precision in precisions_to_build(config.export):
+        plan = plan_precision(caps, precision, config.build.int8_path, artifacts.kinds, has_calibration_data=True,
+                              other_caches=artifacts.other_caches)
+        settings = plan_build(plan, engine_build_options(precision, config.build), caps, device, graph_input,
+                              input_chw=input_chw, calibration_batch=CALIBRATION_BATCH)
+        target = Path(engines_dir) / engine_filename(sources.model, precision, device.compute_capability,
+                                                     caps.version)
+        jobs.append(EngineJob(precision, artifacts.paths[plan.onnx_kind], target, settings))
+    return jobs
+
+
+def read_graph_input(onnx_path: Path) -> GraphInput:
+    """The ONNX graph's single input (name, shape with ``-1`` for symbolic or unknown axes)."""
+    import onnx
+
+    try:
+        graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    except Exception as exc:  # a truncated or foreign file
+        raise Kd2trtError(f"{onnx_path}: cannot read the ONNX graph ({exc}); re-export it") from None
+    initializers = {init.name for init in graph.initializer}
+    inputs = [value for value in graph.input if value.name not in initializers]
+    if len(inputs) != 1:
+        raise Kd2trtError(f"{onnx_path} has {len(inputs)} inputs; kd2trt builds models with one image input")
+    dims = inputs[0].type.tensor_type.shape.dim
+    return GraphInput(inputs[0].name, tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else -1
+                                            for d in dims))
 
 
 def build_engines(config: RunConfig, run_dir: Path, console: Console, *, onnx_path: Path | None = None,
@@ -101,7 +145,8 @@ def build_engines(config: RunConfig, run_dir: Path, console: Console, *, onnx_pa
     """Build the engines into ``engines_dir``, by default the run's (:attr:`kd2trt.layout.RunLayout.engines_dir`).
 
     ``onnx_path``, ``model`` and ``checkpoint``: what to build from (:func:`resolve_sources`; the defaults are
-    ``<run_dir>/student.onnx``, its stem and ``<stem>.pt`` beside it).
+    ``<run_dir>/student.onnx``, its stem and ``<stem>.pt`` beside it). What is built is
+    :func:`plan_engines`'s list, all of it planned and checked before the first build.
     """
     from kd2trt.trt.capabilities import probe_environment
 
@@ -113,34 +158,33 @@ def build_engines(config: RunConfig, run_dir: Path, console: Console, *, onnx_pa
         return StageResult.skipped(f"{reason}. On the target: {target_command(sources.checkpoint)}")
     import tensorrt as trt
 
-    from kd2trt.trt import cuda_memory
-    from kd2trt.trt.builder import build_engine
+    from kd2trt.trt import builder, cuda_memory
     from kd2trt.trt.calibrator import make_calibrator
-    from kd2trt.trt.plan import discover_artifacts, plan_precision
+    from kd2trt.trt.jetson import detect_jetson
+    from kd2trt.trt.plan import discover_artifacts
 
     if not sources.onnx_path.is_file():
         raise Kd2trtError(f"{sources.onnx_path}: not found; run `kd2trt export {sources.checkpoint}` first")
-    device = cuda_memory.device_info()
-    artifacts = discover_artifacts(sources.onnx_path, caps.version)
-    chw = _input_chw(sources.checkpoint)
+    gpu = cuda_memory.device_info()
+    device = DeviceFacts(gpu.name, gpu.compute_capability, on_jetson=detect_jetson(run=None) is not None)
+    jobs = plan_engines(config, caps, device, sources, discover_artifacts(sources.onnx_path, caps.version),
+                        read_graph_input(sources.onnx_path), _input_chw(sources.checkpoint),
+                        RunLayout(Path(run_dir), engines_dir).engines_dir)
     outputs: list[Path] = []
     summaries: list[str] = []
-    for precision in precisions_to_build(config.export):
-        plan = plan_precision(caps, precision, config.build.int8_path, artifacts.kinds, has_calibration_data=True,
-                              other_caches=artifacts.other_caches)
+    for job in jobs:
+        plan = job.settings.plan
         calibrator = None
-        if plan.use_calibrator:
+        if job.settings.int8_calibrator:
             batches = (None if plan.calibration_source == "cache"
                        else _calibration_batches(config, sources.checkpoint, console))
             calibrator = make_calibrator(trt, config.export.calib_method, batches, sources.calib_cache(caps.version),
-                                         batch_size=CALIBRATION_BATCH, input_name="input", input_chw=chw)
-        target = RunLayout(Path(run_dir), engines_dir).engines_dir / engine_filename(
-            sources.model, precision, device.compute_capability, caps.version)
-        console.print(f"TensorRT {caps.version}: building {target.name} ({plan.reason})")
-        manifest = build_engine(artifacts.paths[plan.onnx_kind], target, plan, calibrator=calibrator,
-                                input_name="input", input_chw=chw, **build_options(precision, config.build))
-        outputs.append(target)
-        summaries.append(f"{precision} {manifest.build_seconds:.0f}s")
+                                         batch_size=CALIBRATION_BATCH, input_name=job.settings.input_name,
+                                         input_chw=job.settings.profile.chw)
+        console.print(f"TensorRT {caps.version}: building {job.engine_path.name} ({plan.reason})")
+        manifest = builder.build_engine(job.onnx_path, job.engine_path, job.settings, calibrator=calibrator)
+        outputs.append(job.engine_path)
+        summaries.append(f"{job.precision} {manifest.build_seconds:.0f}s")
     return StageResult(outputs, f"{len(outputs)} engines on {device.name} ({', '.join(summaries)})")
 
 
