@@ -123,6 +123,7 @@ CONDITIONS = {
     "precision_constraints_flag": "per-layer precisions given and BuilderFlag.OBEY_PRECISION_CONSTRAINTS is absent "
                                   "(PREFER_PRECISION_CONSTRAINTS is the fallback)",
     "calibration_profile": "calibrator, and IBuilderConfig.set_calibration_profile exists",
+    "tf32": "an FP32 engine, and BuilderFlag.TF32 exists (cleared: the FP32 reference stays FP32)",
 }
 
 CAP, BLD, CAL, RUN, WIR = "capabilities.py", "builder.py", "calibrator.py", "runner.py", "wiring.py"
@@ -176,6 +177,7 @@ NAMES: tuple[Group, ...] = (
            (f"{WIR}:<module>", "none", "layer_precisions")),
         _n("PREFER_PRECISION_CONSTRAINTS", "member", (f"{CAP}:probe", "hasattr", "always"),
            (f"{WIR}:<module>", "none", "precision_constraints_flag")),
+        _n("TF32", "member", (f"{CAP}:probe", "hasattr", "always"), (f"{WIR}:plan_build", "none", "tf32")),
     )),
     Group("trt.NetworkDefinitionCreationFlag", "NetworkDefinitionCreationFlag", (
         _n("EXPLICIT_BATCH", "member", (f"{CAP}:probe", "hasattr", "always"),
@@ -244,6 +246,7 @@ NAMES: tuple[Group, ...] = (
         _n("set_memory_pool_limit", "method", (f"{WIR}:apply_build_settings", "none", "always")),
         _n("add_optimization_profile", "method", (f"{WIR}:apply_build_settings", "none", "always")),
         _n("set_flag", "method", (f"{WIR}:apply_build_settings", "none", "always")),
+        _n("clear_flag", "method", (f"{WIR}:apply_build_settings", "none", "tf32")),
         _n("set_calibration_profile", "method", (f"{CAP}:probe", "hasattr", "always"),
            (f"{WIR}:apply_build_settings", "none", "calibration_profile")),
         _n("default_device_type", "property", (f"{WIR}:apply_build_settings", "none", "dla")),
@@ -776,6 +779,7 @@ def _conditions(maybe_present: dict[str, bool], maybe_absent: dict[str, bool], v
         "layer_precisions": layer_precisions,
         "precision_constraints_flag": layer_precisions and lacks("BuilderFlag.OBEY_PRECISION_CONSTRAINTS"),
         "calibration_profile": calibrator and has("IBuilderConfig.set_calibration_profile"),
+        "tf32": has("BuilderFlag.TF32"),
     }
 
 

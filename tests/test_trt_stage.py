@@ -56,10 +56,22 @@ def _config(**build) -> RunConfig:
     return RunConfig(export=ExportConfig(fp16=True, int8=True), build=BuildConfig(**build), bench=bench)
 
 
-def _plan(config: RunConfig, caps=AGX_ORIN, device=ORIN_GPU, tmp: Path = Path("exported")):
+def _plan(config: RunConfig, caps=AGX_ORIN, device=ORIN_GPU, tmp: Path = Path("exported"), high_precision=()):
     sources = resolve_sources(tmp, tmp / "student.onnx")
     artifacts = Artifacts({kind: tmp / name for kind, name in ARTIFACTS.items()})
-    return plan_engines(config, caps, device, sources, artifacts, GRAPH, (1, 8, 8), tmp / "engines")
+    return plan_engines(config, caps, device, sources, artifacts, GRAPH, (1, 8, 8), tmp / "engines",
+                        high_precision)
+
+
+def test_an_int8_budget_pins_its_layers_on_the_implicit_path_only() -> None:
+    kept = ["/stages/stages.0/Conv", "/classifier/Gemm"]
+    jobs = _plan(_config(), device=X86_GPU, high_precision=kept)
+    pins = {job.precision: job.settings.layer_precisions for job in jobs}
+    assert pins == {"fp32": (), "fp16": (), "int8": tuple((layer, "FLOAT") for layer in kept)}
+    assert "OBEY_PRECISION_CONSTRAINTS" in jobs[2].settings.builder_flags
+    # explicit Q/DQ (11.x): the graph itself has no Q/DQ on those layers, nothing to pin
+    strong = _plan(_config(), caps=probe(surface("11.4.0.106")), device=X86_GPU, high_precision=kept)
+    assert all(job.settings.layer_precisions == () for job in strong)
 
 
 def test_dla_core_goes_to_fp16_and_int8_only() -> None:

@@ -269,3 +269,13 @@ def test_the_parsed_network_must_be_the_planned_graph() -> None:
 def test_settings_refuse_unknown_tensorrt_names() -> None:
     with pytest.raises(Kd2trtError, match=r"BuilderFlag\.STRICT_TYPES"):
         replace(settings("10.3", "fp16"), builder_flags=("STRICT_TYPES",))
+
+
+@pytest.mark.parametrize("line", list(SURFACES))
+def test_the_fp32_reference_engine_clears_tf32(line: str) -> None:
+    """TensorRT enables TF32 for FP32 layers by default (Ampere+): the FP32 engine would drift past parity_atol."""
+    fp32 = settings(line, "fp32")
+    assert fp32.cleared_flags == ("TF32",)
+    _, _, config = _apply(line, fp32)
+    assert [args[0].name for name, args in config.calls if name == "clear_flag"] == ["TF32"]
+    assert settings(line, "fp16").cleared_flags == ()

@@ -52,3 +52,15 @@ def test_tensorrt_11_builds_the_typed_graphs_strongly_typed() -> None:
 def test_release_capabilities(version: TrtVersion, weak: bool, explicit_batch: bool) -> None:
     caps = release_capabilities(version)
     assert (caps.weak_typing, caps.has_calibrator, caps.explicit_batch_flag_needed) == (weak, weak, explicit_batch)
+
+
+@pytest.mark.parametrize("version", ["8.6.1", "10.3.0", "10.13.3.9", "11.0.0.114", "11.4.0.106"])
+def test_release_capabilities_agree_with_the_real_bindings(version: str) -> None:
+    """What planning off-target assumes of a release is what probe() finds in NVIDIA's bindings of it."""
+    from kd2trt.trt.capabilities import probe
+    from tests.trt_surface import surface
+
+    probed, assumed = probe(surface(version)), release_capabilities(TrtVersion.parse(version))
+    for field in ("weak_typing", "has_calibrator", "explicit_batch_flag_needed", "strongly_typed_flag",
+                  "version_compatible", "hardware_compatible", "tf32_flag"):
+        assert getattr(assumed, field) == getattr(probed, field), field

@@ -54,6 +54,7 @@ class TrtCapabilities:
     layer_precision: bool = True
     precision_constraints_flag: str | None = "OBEY_PRECISION_CONSTRAINTS"
     has_calibration_profile: bool = True  # IBuilderConfig.set_calibration_profile (<= 10.x)
+    tf32_flag: bool = True  # BuilderFlag.TF32 (on by default: FP32 layers may run as TF32 on Ampere and later)
 
     @property
     def strongly_typed_only(self) -> bool:
@@ -119,6 +120,7 @@ def probe(trt: Any, builder: Any = None) -> TrtCapabilities:
         layer_precision=layer_cls is not None and hasattr(layer_cls, "precision"),
         precision_constraints_flag=constraints,
         has_calibration_profile=config_cls is not None and hasattr(config_cls, "set_calibration_profile"),
+        tf32_flag=builder_flag is not None and hasattr(builder_flag, "TF32"),
     )
 
 

@@ -11,12 +11,13 @@ the checkpoint that gives the input size and, for live INT8 calibration, the dat
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kd2trt.errors import Kd2trtError
-from kd2trt.layout import ModelFiles, RunLayout, engine_filename, slug
+from kd2trt.layout import ModelFiles, RunLayout, engine_filename, sidecar, slug
 from kd2trt.results import StageResult
 from kd2trt.trt.capabilities import TrtCapabilities
 from kd2trt.trt.plan import Artifacts, plan_precision
@@ -102,24 +103,38 @@ class EngineJob:
 
 def plan_engines(config: RunConfig, caps: TrtCapabilities, device: DeviceFacts, sources: EngineSources,
                  artifacts: Artifacts, graph_input: GraphInput, input_chw: tuple[int, int, int] | None,
-                 engines_dir: Path) -> list[EngineJob]:
+                 engines_dir: Path, high_precision: Sequence[str] = ()) -> list[EngineJob]:
     """Every engine of the stage, planned and checked before the first build (pure: no TensorRT, no files).
 
     This is the stage's whole composition -- precisions from the export section, a precision plan per
     precision, the recipe's build options per precision (:func:`engine_build_options`), the
     :class:`~kd2trt.trt.wiring.BuildSettings` and the engine file name -- and :func:`build_engines` only carries
-    it out, so what the tests plan is what the stage builds.
+    it out, so what the tests plan is what the stage builds. ``high_precision``: the layers an INT8 budget
+    keeps out of INT8 (the calibration cache's manifest); implicit INT8 pins them to FP32, as the Q/DQ graph,
+    which has no Q/DQ on them, computes them.
     """
     jobs = []
     for precision in precisions_to_build(config.export):
         plan = plan_precision(caps, precision, config.build.int8_path, artifacts.kinds, has_calibration_data=True,
                               other_caches=artifacts.other_caches)
+        pins = [(layer, "fp32") for layer in high_precision] if plan.quantization == "implicit" else []
         settings = plan_build(plan, engine_build_options(precision, config.build), caps, device, graph_input,
-                              input_chw=input_chw, calibration_batch=CALIBRATION_BATCH)
+                              input_chw=input_chw, calibration_batch=CALIBRATION_BATCH, layer_precisions=pins)
         target = Path(engines_dir) / engine_filename(sources.model, precision, device.compute_capability,
                                                      caps.version)
         jobs.append(EngineJob(precision, artifacts.paths[plan.onnx_kind], target, settings))
     return jobs
+
+
+def high_precision_layers(artifacts: Artifacts) -> list[str]:
+    """The layers the calibration cache's manifest says an INT8 budget keeps in high precision (none without
+    a cache or a manifest: a cache copied alone carries no such list)."""
+    cache = artifacts.paths.get("calib_cache")
+    if cache is None or not sidecar(cache).is_file():
+        return []
+    from kd2trt.onnx.calib_cache import read_cache_manifest
+
+    return list(read_cache_manifest(sidecar(cache)).high_precision_layers)
 
 
 def read_graph_input(onnx_path: Path) -> GraphInput:
@@ -167,9 +182,10 @@ def build_engines(config: RunConfig, run_dir: Path, console: Console, *, onnx_pa
         raise Kd2trtError(f"{sources.onnx_path}: not found; run `kd2trt export {sources.checkpoint}` first")
     gpu = cuda_memory.device_info()
     device = DeviceFacts(gpu.name, gpu.compute_capability, on_jetson=detect_jetson(run=None) is not None)
-    jobs = plan_engines(config, caps, device, sources, discover_artifacts(sources.onnx_path, caps.version),
-                        read_graph_input(sources.onnx_path), _input_chw(sources.checkpoint),
-                        RunLayout(Path(run_dir), engines_dir).engines_dir)
+    artifacts = discover_artifacts(sources.onnx_path, caps.version)
+    jobs = plan_engines(config, caps, device, sources, artifacts, read_graph_input(sources.onnx_path),
+                        _input_chw(sources.checkpoint), RunLayout(Path(run_dir), engines_dir).engines_dir,
+                        high_precision_layers(artifacts))
     outputs: list[Path] = []
     summaries: list[str] = []
     for job in jobs:

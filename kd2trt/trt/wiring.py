@@ -68,7 +68,7 @@ __all__ = [
 TRT_NAMES: dict[str, tuple[str, ...]] = {
     "NetworkDefinitionCreationFlag": ("EXPLICIT_BATCH", "STRONGLY_TYPED"),
     "BuilderFlag": ("FP16", "INT8", "OBEY_PRECISION_CONSTRAINTS", "PREFER_PRECISION_CONSTRAINTS", "GPU_FALLBACK",
-                    "VERSION_COMPATIBLE"),
+                    "VERSION_COMPATIBLE", "TF32"),
     "MemoryPoolType": ("WORKSPACE",),
     "DeviceType": ("DLA",),
     "HardwareCompatibilityLevel": ("AMPERE_PLUS",),
@@ -250,6 +250,7 @@ class BuildSettings:
     network_flags: tuple[str, ...]  # NetworkDefinitionCreationFlag members
     builder_flags: tuple[str, ...]  # BuilderFlag members, in the order they are set
     memory_pools: tuple[tuple[str, int], ...]  # (MemoryPoolType member, bytes)
+    cleared_flags: tuple[str, ...] = ()  # BuilderFlag members TensorRT sets by default, cleared
     default_device_type: str | None = None  # DeviceType member; None: TensorRT's default, the GPU
     dla_core: int | None = None
     hardware_compatibility_level: str | None = None  # HardwareCompatibilityLevel member
@@ -263,7 +264,7 @@ class BuildSettings:
 
     def __post_init__(self) -> None:
         named = [("NetworkDefinitionCreationFlag", n) for n in self.network_flags]
-        named += [("BuilderFlag", n) for n in self.builder_flags]
+        named += [("BuilderFlag", n) for n in (*self.builder_flags, *self.cleared_flags)]
         named += [("MemoryPoolType", pool) for pool, _ in self.memory_pools]
         named += [("DataType", dtype) for _, dtype in self.layer_precisions]
         for enum, value in (("DeviceType", self.default_device_type),
@@ -360,6 +361,9 @@ def plan_build(plan: PrecisionPlan, build: BuildConfig, caps: TrtCapabilities, d
     if build.version_compatible:
         builder_flags.append("VERSION_COMPATIBLE")
 
+    # The FP32 engine is the reference every other engine is compared with (bench's parity gate at
+    # export.parity_atol): TensorRT's default TF32 for FP32 layers (Ampere and later) would make it drift.
+    cleared_flags = ("TF32",) if plan.precision == "fp32" and caps.tf32_flag else ()
     calibration_profile = None
     if plan.use_calibrator and caps.has_calibration_profile:
         # Calibration runs at one shape: the calibrator's batch, min = opt = max.
@@ -374,6 +378,7 @@ def plan_build(plan: PrecisionPlan, build: BuildConfig, caps: TrtCapabilities, d
         profile=profile,
         network_flags=tuple(network_flags),
         builder_flags=tuple(builder_flags),
+        cleared_flags=cleared_flags,
         memory_pools=(("WORKSPACE", workspace_mb << 20),),
         default_device_type="DLA" if on_dla else None,
         dla_core=int(build.dla_core) if on_dla else None,
@@ -452,6 +457,8 @@ def apply_build_settings(trt: Any, settings: BuildSettings, builder: Any, networ
     config.add_optimization_profile(_profile(builder, settings.input_name, settings.profile))
     for flag in settings.builder_flags:
         config.set_flag(_member(trt, "BuilderFlag", flag))
+    for flag in settings.cleared_flags:
+        config.clear_flag(_member(trt, "BuilderFlag", flag))
     if settings.int8_calibrator:
         config.int8_calibrator = calibrator
     if settings.calibration_profile is not None:
