@@ -14,6 +14,7 @@ file is read and nothing heavier than the standard library is imported, so every
       <role>.onnx, .fp16.onnx, .int8.onnx ModelFiles(root, role): FP32, FP16-cast and Q/DQ graphs
       <role>.calib-trt<X.Y.Z>.cache(.json) TensorRT calibration cache (+ manifest) per TensorRT release
       <role>.export.json                  the export summary
+      <role>.trtexec.txt                  trtexec builds of the same engines, for targets without kd2trt
       report.{md,json,png}                the bench report
       stages/<stage>.json                 stage manifests of `kd2trt run`
     engines/<name>/                       RunLayout.engines_dir (relative to the working directory)
@@ -115,6 +116,11 @@ class ModelFiles:
     @property
     def export_summary(self) -> Path:
         return self.directory / f"{self.stem}.export.json"
+
+    @property
+    def trtexec_commands(self) -> Path:
+        """trtexec lines for targets kd2trt does not run on (written where no engine can be built)."""
+        return self.directory / f"{self.stem}.trtexec.txt"
 
     @property
     def checkpoint(self) -> Path:

@@ -21,7 +21,7 @@ from kd2trt.config import BenchConfig, BuildConfig, ExportConfig, RunConfig
 from kd2trt.errors import Kd2trtError
 from kd2trt.targets import TrtVersion
 from kd2trt.trt import cuda_memory
-from kd2trt.trt.capabilities import probe
+from kd2trt.trt.capabilities import probe, probe_environment
 from kd2trt.trt.plan import Artifacts, discover_artifacts
 from kd2trt.trt.stage import (
     CALIBRATION_BATCH,
@@ -217,3 +217,23 @@ def test_without_a_gpu_the_skip_names_the_checkpoint_to_export_on_the_target(tmp
     outcome = build_engines(RunConfig(), tmp_path / "exported", quiet(),
                             onnx_path=tmp_path / "exported" / "teacher.onnx", checkpoint=checkpoint)
     assert f"kd2trt export {checkpoint} " in outcome.skipped_reason
+
+
+def test_without_a_gpu_the_skip_writes_trtexec_lines_for_every_target(tmp_path: Path) -> None:
+    """JetPack 5 has no kd2trt (Python 3.8): the same plan as trtexec lines, beside the exported graph."""
+    import torch
+    from torch import nn
+
+    from kd2trt.onnx.export import export_onnx
+
+    if probe_environment()[0] is not None:
+        pytest.skip("TensorRT and a GPU are here: the engines are built, not skipped")
+    onnx_path = tmp_path / "student.onnx"
+    export_onnx(nn.Sequential(nn.Conv2d(1, 8, 3), nn.ReLU(), nn.Flatten()).eval(), torch.zeros(2, 1, 8, 8), onnx_path)
+    (tmp_path / "student.calib-trt8.5.2.cache").write_text("TRT-8502-EntropyCalibration2\ninput: 3c010a14\n")
+    config = RunConfig(export=ExportConfig(trt_versions=["8.5", "11.0"]))
+    outcome = build_engines(config, tmp_path, quiet(), onnx_path=onnx_path)
+    text = (tmp_path / "student.trtexec.txt").read_text()
+    assert f"the trtexec commands in {tmp_path / 'student.trtexec.txt'}" in outcome.skipped_reason
+    assert "--calib=student.calib-trt8.5.2.cache" in text and "--maxShapes=input:32x1x8x8" in text
+    assert "# TensorRT 11.0.0" in text and "# int8: <model>.int8.onnx is missing" in text  # no Q/DQ graph here

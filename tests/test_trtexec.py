@@ -23,9 +23,9 @@ def _command(version: TrtVersion, precision: str, **kw) -> list[str]:
 
 def test_jetpack5_int8_reads_the_cache_of_that_release_with_fp16_fallback() -> None:
     args = _command(TrtVersion(8, 5, 2), "int8", high_precision=["/stages/stages.0/Conv", "/classifier/Gemm"])
-    assert args[:2] == ["trtexec", "--onnx=runs/digits/student.onnx"]
-    assert "--saveEngine=student-int8-sm87-trt8.5.2.engine" in args
-    assert {"--int8", "--fp16", "--calib=runs/digits/student.calib-trt8.5.2.cache"} <= set(args)
+    assert args[:2] == ["trtexec", "--onnx=student.onnx"]  # run in the copied run directory
+    assert "--saveEngine=student-int8-trt8.5.2.engine" in args
+    assert {"--int8", "--fp16", "--calib=student.calib-trt8.5.2.cache"} <= set(args)
     assert "--minShapes=input:1x1x16x16" in args and "--maxShapes=input:32x1x16x16" in args
     assert "--memPoolSize=workspace:512" in args
     assert args[-2:] == ["--precisionConstraints=obey",
@@ -36,14 +36,14 @@ def test_fp16_and_fp32_use_the_fp32_graph_with_flags_up_to_10x() -> None:
     fp16 = _command(TrtVersion(10, 3, 0), "fp16")
     assert "--fp16" in fp16 and "--int8" not in fp16 and not any(a.startswith("--calib") for a in fp16)
     fp32 = _command(TrtVersion(8, 5, 2), "fp32")
-    assert "--fp16" not in fp32 and "--onnx=runs/digits/student.onnx" in fp32
+    assert "--fp16" not in fp32 and "--onnx=student.onnx" in fp32 and "--noTF32" in fp32  # the FP32 reference
 
 
 def test_tensorrt_11_builds_the_typed_graphs_strongly_typed() -> None:
     int8 = _command(TrtVersion(11, 0, 0), "int8", high_precision=["/classifier/Gemm"])
-    assert "--onnx=runs/digits/student.int8.onnx" in int8 and "--stronglyTyped" in int8
+    assert "--onnx=student.int8.onnx" in int8 and "--stronglyTyped" in int8
     assert "--int8" not in int8 and not any(a.startswith("--layerPrecisions") for a in int8)
-    assert "--onnx=runs/digits/student.fp16.onnx" in _command(TrtVersion(11, 0, 0), "fp16")
+    assert "--onnx=student.fp16.onnx" in _command(TrtVersion(11, 0, 0), "fp16")
 
 
 @pytest.mark.parametrize(("version", "weak", "explicit_batch"), [

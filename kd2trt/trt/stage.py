@@ -126,6 +126,42 @@ def plan_engines(config: RunConfig, caps: TrtCapabilities, device: DeviceFacts, 
     return jobs
 
 
+def write_trtexec_commands(config: RunConfig, sources: EngineSources) -> Path | None:
+    """`<stem>.trtexec.txt`: for each target TensorRT of the export section, the trtexec lines that build the
+    engines this stage would build there (kd2trt's own plan); None when the ONNX graph is not there yet."""
+    from kd2trt.artifacts import atomic_write_text
+    from kd2trt.targets import parse_target
+    from kd2trt.trt.plan import discover_artifacts
+    from kd2trt.trt.trtexec import release_capabilities, trtexec_command
+
+    if not sources.onnx_path.is_file():
+        return None
+    chw = _input_chw(sources.checkpoint) if sources.checkpoint.is_file() else None
+    graph = read_graph_input(sources.onnx_path)
+    chw = chw or tuple(graph.shape[1:])
+    build = config.build
+    lines = [f"# trtexec builds of {sources.onnx_path.name} with kd2trt's own precision plan; run them in this "
+             "directory (file names are relative to it)"]
+    for text in config.export.trt_versions:
+        version = parse_target(text).version
+        artifacts = discover_artifacts(sources.onnx_path, version)
+        kept = high_precision_layers(artifacts)
+        lines.append(f"# TensorRT {version}")
+        for precision in precisions_to_build(config.export):
+            try:
+                plan = plan_precision(release_capabilities(version), precision, build.int8_path, artifacts.kinds)
+            except Kd2trtError as exc:
+                lines.append(f"# {precision}: {exc}")
+                continue
+            lines.append(trtexec_command(plan, sources.files, version, chw,  # type: ignore[arg-type]
+                                         (build.min_batch, build.opt_batch or build.max_batch, build.max_batch),
+                                         input_name=graph.name, workspace_mb=build.workspace_mb or 512,
+                                         high_precision=kept, model=sources.model))
+    path = sources.files.trtexec_commands
+    atomic_write_text(path, "\n".join(lines) + "\n")
+    return path
+
+
 def high_precision_layers(artifacts: Artifacts) -> list[str]:
     """The layers the calibration cache's manifest says an INT8 budget keeps in high precision (none without
     a cache or a manifest: a cache copied alone carries no such list)."""
@@ -170,7 +206,9 @@ def build_engines(config: RunConfig, run_dir: Path, console: Console, *, onnx_pa
     sources = resolve_sources(run_dir, onnx_path, model, checkpoint)
     caps, reason = probe_environment()
     if caps is None:
-        return StageResult.skipped(f"{reason}. On the target: {target_command(sources.checkpoint)}")
+        where = write_trtexec_commands(config, sources)
+        also = f"; without kd2trt there (JetPack 5): the trtexec commands in {where}" if where else ""
+        return StageResult.skipped(f"{reason}. On the target: {target_command(sources.checkpoint)}{also}")
     import tensorrt as trt
 
     from kd2trt.trt import builder, cuda_memory

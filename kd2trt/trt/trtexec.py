@@ -11,9 +11,8 @@ with the capabilities the release is known to have), so a trtexec build and a kd
 from __future__ import annotations
 
 import shlex
-from pathlib import Path
 
-from kd2trt.layout import ModelFiles, engine_filename
+from kd2trt.layout import ModelFiles
 from kd2trt.targets import TrtVersion
 from kd2trt.trt.capabilities import TrtCapabilities
 from kd2trt.trt.plan import PrecisionPlan
@@ -33,28 +32,29 @@ def release_capabilities(version: TrtVersion) -> TrtCapabilities:
 
 def trtexec_command(plan: PrecisionPlan, files: ModelFiles, version: TrtVersion, chw: tuple[int, int, int],
                     batches: tuple[int, int, int], *, input_name: str = "input", workspace_mb: int = 512,
-                    high_precision: list[str] | tuple[str, ...] = (), model: str | None = None,
-                    compute_capability: str = "8.7") -> str:
-    """One `trtexec` line for `plan`: the graph it names, its flags, the optimisation profile, the engine path.
+                    high_precision: list[str] | tuple[str, ...] = (), model: str | None = None) -> str:
+    """One `trtexec` line for `plan`, run in the directory that holds `files` (paths are file names, so the
+    directory can be copied to the target): the graph, its flags, the optimisation profile, the engine.
 
-    `batches` is (min, opt, max); the engine file is named as kd2trt names its engines (for
-    `compute_capability`, the Jetson's: 8.7 on Orin, 7.2 on Xavier).
+    `batches` is (min, opt, max). The FP32 engine keeps TF32 off, as kd2trt's own FP32 reference does.
     """
     onnx = {"onnx": files.onnx("fp32"), "fp16_onnx": files.onnx("fp16"), "qdq_onnx": files.onnx("int8")}
     c, h, w = chw
     shape = lambda batch: f"{input_name}:{batch}x{c}x{h}x{w}"  # noqa: E731
-    engine = Path(engine_filename(model or files.stem, plan.precision, compute_capability, version))
-    args = ["trtexec", f"--onnx={onnx[plan.onnx_kind]}", f"--saveEngine={engine}",
+    engine = f"{model or files.stem}-{plan.precision}-trt{version}.engine"
+    args = ["trtexec", f"--onnx={onnx[plan.onnx_kind].name}", f"--saveEngine={engine}",
             f"--minShapes={shape(batches[0])}", f"--optShapes={shape(batches[1])}",
             f"--maxShapes={shape(batches[2])}", f"--memPoolSize=workspace:{workspace_mb}"]
     if plan.strongly_typed and version.major >= 11:
         args.append("--stronglyTyped")
+    if plan.precision == "fp32":
+        args.append("--noTF32")
     if plan.fp16_flag:
         args.append("--fp16")
     if plan.int8_flag:
         args.append("--int8")
     if plan.use_calibrator:
-        args.append(f"--calib={files.calib_cache(version)}")
+        args.append(f"--calib={files.calib_cache(version).name}")
     if high_precision and plan.quantization == "implicit":
         args += ["--precisionConstraints=obey",
                  "--layerPrecisions=" + ",".join(f"{layer}:fp32" for layer in high_precision)]
