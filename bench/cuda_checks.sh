@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # What kd2trt can prove on a CUDA machine without TensorRT (and, with TensorRT, the engine tests too):
 #   1. the `cuda` and `trt` tests (the trt ones skip with the probe's reason where TensorRT is absent);
-#   2. the default recipe end to end on the GPU -- AMP distillation, export, bench with CUDA-event timing;
+#   2. the default recipe end to end on the GPU -- AMP distillation, export, bench with CUDA-event timing and
+#      its parity gates (every form of the student vs the FP32 student; a failed gate fails the step);
 #   3. code paths the CPU CI cannot reach: a timm teacher, the TensorBoard writer, and the torchrun launch path
 #      on CUDA (one process: no process group is created).
 # Usage: bench/cuda_checks.sh OUT_DIR   (python: $PYTHON, default python3; kd2trt importable from it)

@@ -27,10 +27,18 @@ def predict(model: nn.Module, dataset: Dataset, device: torch.device, batch_size
 
 
 class TorchRunner(Runner):
-    """Eager PyTorch on the CPU or a CUDA device."""
+    """Eager PyTorch on the CPU or a CUDA device.
+
+    FP32 means FP32: on CUDA, TF32 (on by default for cuDNN convolutions on Ampere and later) is turned off, as
+    it is for the FP32 TensorRT engine, so that the student's FP32 row is a reference the parity gates can hold
+    every other form to.
+    """
 
     def __init__(self, model: nn.Module, info: RunnerInfo | None = None, device: torch.device | None = None):
         self.device = device or torch.device("cpu")
+        if self.device.type == "cuda":
+            torch.backends.cudnn.allow_tf32 = False
+            torch.backends.cuda.matmul.allow_tf32 = False
         self.model = model.eval().to(self.device)
         self.info = info or RunnerInfo("model", "pytorch", "fp32", str(self.device))
         self.info.params = sum(p.numel() for p in model.parameters())

@@ -152,8 +152,15 @@ def test_bench_end_to_end(exported_run: Path) -> None:
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (torch.cuda.is_available() is False)")
 def test_bench_on_cuda_reports_gpu_compute_apart(exported_run: Path, tmp_path: Path) -> None:
+    from kd2trt.bench.report import ParityTolerances
+
     cuda = FAST.model_copy(update={"device": "cuda"})
-    result = run_bench(BenchRequest(exported_run, out_dir=tmp_path, engines_dir=tmp_path / "none"), cuda, QUIET)
+    tolerances = ParityTolerances.of(ExportConfig(), cuda)
+    result = run_bench(BenchRequest(exported_run, out_dir=tmp_path, engines_dir=tmp_path / "none"), cuda, QUIET,
+                       tolerances)
+    # the FP32 reference is PyTorch on the GPU with TF32 off: ONNX Runtime's FP32 graph holds parity_atol to it
+    parity = [g for g in result["gates"] if g["gate"] == "parity"]
+    assert parity and all(g["passed"] for g in parity), [g["message"] for g in parity if not g["passed"]]
     env = result["environment"]
     assert env["device"].startswith("cuda") and env["gpu"] == torch.cuda.get_device_name(0)
     clocks = env["gpu_clocks"]  # nvidia-smi's readings, or why there are none

@@ -164,7 +164,7 @@ def fake_stages(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, ob
         engine.with_name(engine.name + ".json").write_text("{}")
         return StageResult([engine], "1 engine")
 
-    def bench(request, config, console):
+    def bench(request, config, console, tolerances=None):
         count("bench")
         assert request.engines_dir == RunLayout(request.run_dir).engines_dir
         report = request.run_dir / "report.json"

@@ -399,6 +399,10 @@ def write_cache(cache: CalibrationCache, path: str | os.PathLike[str]) -> None:
                               "create it or choose another path")
     try:
         atomic_write_bytes(path, cache.to_text().encode("utf-8"))
+    except CalibCacheError:
+        raise
+    except Kd2trtError as exc:  # the atomic writer's one-line error (disk full, read-only, …) names the file
+        raise CalibCacheError(str(exc)) from None
     except OSError as exc:
         raise CalibCacheError(
             f"cannot write calibration cache {path}: {exc.strerror or exc}; check that the directory "
