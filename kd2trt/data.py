@@ -427,3 +427,48 @@ def _measure_preprocessing(train: list[Sample], config: DataConfig, limit: int =
         mean = tuple(round(float(v), 6) for v in stack.mean(dim=(0, 2, 3)))
         std = tuple(round(max(float(v), 1e-6), 6) for v in stack.std(dim=(0, 2, 3)))
     return Preprocessing(image_size=config.image_size, channels=channels, mean=mean, std=std)
+
+
+def write_digits_folder(root: Path, image_size: int = 64, channels: int = 3, digits: Sequence[int] | None = None,
+                        per_class: Sequence[int] | None = None, fractions: tuple[float, float] = (0.2, 0.2),
+                        seed: int = 0) -> Path:
+    """Write scikit-learn's digits as an ImageFolder, ROOT/{train,val,test}/digit_D/NNNN.png, reproducibly.
+
+    A stand-in for a real folder-per-class data set (the chest-X-ray layout) that needs no download: every
+    8×8 digit is upsampled (bicubic) to `image_size`; with 3 `channels` it is drawn in a random bright colour
+    on a random dark background (seeded), so that the colour carries no label. `digits` picks classes (all
+    ten by default) and `per_class` caps each one's image count (e.g. [60, 180]: a 1:3 imbalance); each class
+    is split stratified into val and test `fractions`, the rest is train. The same arguments write the same
+    bytes.
+    """
+    from sklearn.datasets import load_digits
+
+    if channels not in (1, 3):
+        raise Kd2trtError(f"write_digits_folder: channels {channels} must be 1 or 3")
+    data = load_digits()
+    chosen = list(range(10)) if digits is None else [int(d) for d in digits]
+    caps = list(per_class) if per_class is not None else [None] * len(chosen)
+    if len(caps) != len(chosen):
+        raise Kd2trtError(f"write_digits_folder: per_class has {len(caps)} counts for {len(chosen)} digits")
+    rng = np.random.default_rng(seed)
+    root = Path(root)
+    for digit, cap in zip(chosen, caps, strict=True):
+        images = data.images[data.target == digit]
+        order = rng.permutation(len(images))[: cap if cap is not None else len(images)]
+        n_val, n_test = (max(1, round(f * len(order))) for f in fractions)
+        parts = {"val": order[:n_val], "test": order[n_val:n_val + n_test], "train": order[n_val + n_test:]}
+        for split, members in parts.items():
+            folder = root / split / f"digit_{digit}"
+            folder.mkdir(parents=True, exist_ok=True)
+            for index in members:
+                grey = Image.fromarray(np.uint8(np.clip(images[index] * (255.0 / 16.0), 0, 255)))
+                grey = grey.resize((image_size, image_size), Image.Resampling.BICUBIC)
+                if channels == 3:
+                    alpha = np.asarray(grey, dtype=np.float32)[..., None] / 255.0
+                    background, foreground = rng.uniform(0.0, 0.35, 3), rng.uniform(0.65, 1.0, 3)
+                    pixels = (background * (1.0 - alpha) + foreground * alpha) * 255.0
+                    out = Image.fromarray(np.uint8(np.clip(np.round(pixels), 0, 255)), "RGB")
+                else:
+                    out = grey
+                out.save(folder / f"{int(index):04d}.png")
+    return root
