@@ -20,6 +20,8 @@ for large folders) tells `kd2trt run` that the data changed and distillation mus
 from __future__ import annotations
 
 import hashlib
+import warnings
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +39,13 @@ from kd2trt.config import DataConfig
 from kd2trt.errors import Kd2trtError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
+GREY_MODES = ("L", "1", "I", "I;16", "F", "LA")
+
+
+class DataWarning(UserWarning):
+    """Something in a data set that kd2trt works around but the user should know of (one per load)."""
+
+
 _TORCHVISION_SETS = {
     "cifar10": ("CIFAR10", "ROOT/cifar-10-batches-py/{data_batch_1..5,test_batch,batches.meta}"),
     "cifar100": ("CIFAR100", "ROOT/cifar-100-python/{train,test,meta}"),
@@ -186,7 +195,7 @@ class DataSplits:
         return getattr(self, name)
 
 
-def _samples(config: DataConfig) -> tuple[Any, list[str], list[Sample] | None]:
+def _samples(config: DataConfig, warn: bool = True) -> tuple[Any, list[str], list[Sample] | None]:
     """Every image of `config.spec`: (samples or a (train, val, test) tuple of its own folders, classes, test)."""
     kind, _, argument = config.spec.partition(":")
     if kind == "digits":
@@ -194,7 +203,7 @@ def _samples(config: DataConfig) -> tuple[Any, list[str], list[Sample] | None]:
             raise Kd2trtError(f"data spec {config.spec!r}: digits takes no path (it ships with scikit-learn)")
         samples, classes, test_samples = _digits_samples(), [str(d) for d in range(10)], None
     elif kind == "imagefolder":
-        samples, classes, test_samples = _imagefolder_samples(_require_path(config.spec, argument), config)
+        samples, classes, test_samples = _imagefolder_samples(_require_path(config.spec, argument), config, warn)
     elif kind in _TORCHVISION_SETS:
         samples, classes, test_samples = _torchvision_samples(kind, _require_path(config.spec, argument))
     else:
@@ -218,7 +227,7 @@ def _digest(samples: Iterable[Sample], content: bool) -> str:
 
 def data_fingerprint(config: DataConfig) -> str:
     """A cheap hash of the whole data set (keys, labels, and file sizes and mtimes or array bytes)."""
-    samples, _, test_samples = _samples(config)
+    samples, _, test_samples = _samples(config, warn=False)
     return _digest(_flat(samples, test_samples), content=False)
 
 
@@ -272,8 +281,15 @@ def load_data(config: DataConfig, preprocessing: Preprocessing | None = None, in
         train, val, test = samples
     else:
         train, val, test = _split(samples, test_samples, config)
+    modes = _file_modes(_flat(samples, test_samples))
     if preprocessing is None:
-        preprocessing = _measure_preprocessing(train, config)
+        preprocessing = _measure_preprocessing(train, config, modes)
+    if len(modes) > 1:
+        counts = ", ".join(f"{mode} {count}" for mode, count in modes.most_common())
+        target = "grey (L)" if preprocessing.channels == 1 else "RGB"
+        alpha = " (alpha dropped)" if "RGBA" in modes or "LA" in modes else ""
+        warnings.warn(f"{config.spec}: the images have mixed modes ({counts}); all are converted to {target}, "
+                      f"{preprocessing.channels} channel(s){alpha}", DataWarning, stacklevel=2)
     base = preprocessing.to_tensor
     train_transform = preprocessing.augmenting() if config.augment else base
     splits = DataSplits(
@@ -326,41 +342,86 @@ def _class_folders(root: Path) -> list[Path]:
     return sorted(child for child in root.iterdir() if child.is_dir() and not child.name.startswith("."))
 
 
-def _folder_samples(root: Path, classes: list[str], top: Path | None = None) -> list[Sample]:
-    """The images of ROOT/CLASS/…, keyed by their path under `top` (the data set's root)."""
+def _folder_samples(root: Path, classes: list[str], top: Path | None = None,
+                    skipped: list[Path] | None = None) -> list[Sample]:
+    """The images of ROOT/CLASS/…, keyed by their path under `top` (the data set's root).
+
+    Every class folder must hold images, and `root` must have no class folder the training split lacks; files
+    that are not images (by suffix) are appended to `skipped`.
+    """
     top = top or root
+    extra = [folder for folder in _class_folders(root) if folder.name not in classes]
+    if extra:
+        raise Kd2trtError(f"{extra[0]}: class {extra[0].name!r} is not in the training split "
+                          f"({', '.join(classes)}); add it to train/ or remove it")
     samples = []
     for index, name in enumerate(classes):
         folder = root / name
         if not folder.is_dir():
             raise Kd2trtError(f"{folder}: class folder missing (other splits have class {name!r}); add it")
-        files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        files, others = [], []
+        for path in sorted(folder.rglob("*")):
+            if path.is_file():
+                (files if path.suffix.lower() in IMAGE_SUFFIXES else others).append(path)
+        if not files:
+            raise Kd2trtError(f"{folder}: no images found in class folder {name!r} (expected *.png|jpg|…); "
+                              "add images or remove the folder")
+        if skipped is not None:
+            skipped.extend(others)
         samples.extend(Sample(label=index, path=path, key=path.relative_to(top).as_posix()) for path in files)
-    if not samples:
-        raise Kd2trtError(f"{root}: no images found (expected CLASS/*.png|jpg|… under it)")
     return samples
 
 
-def _imagefolder_samples(root: Path, config: DataConfig) -> tuple[Any, list[str], None]:
+def _imagefolder_classes(folder: Path, what: str) -> list[str]:
+    classes = [child.name for child in _class_folders(folder)]
+    if not classes:
+        raise Kd2trtError(f"{folder}: no class folders; imagefolder expects {what}CLASS/image files")
+    if len(classes) == 1:
+        raise Kd2trtError(f"{folder}: only one class folder ({classes[0]!r}); a classifier needs at least two "
+                          f"({what}CLASS_A/…, {what}CLASS_B/…)")
+    return classes
+
+
+def _imagefolder_samples(root: Path, config: DataConfig, warn: bool = True) -> tuple[Any, list[str], None]:
     """Either ROOT/{train,val,test}/CLASS/* (as in the chest-X-ray layout) or ROOT/CLASS/*."""
     if not root.is_dir():
         raise Kd2trtError(f"{root}: not a folder; imagefolder expects ROOT/CLASS/image files")
+    skipped: list[Path] = []
+    result: tuple[Any, list[str], None]
     if (root / "train").is_dir():
-        classes = [folder.name for folder in _class_folders(root / "train")]
-        if not classes:
-            raise Kd2trtError(f"{root / 'train'}: no class folders; expected train/CLASS/image files")
-        train = _folder_samples(root / "train", classes, root)
-        test = _folder_samples(root / "test", classes, root) if (root / "test").is_dir() else None
+        classes = _imagefolder_classes(root / "train", "train/")
+        train = _folder_samples(root / "train", classes, root, skipped)
+        test = _folder_samples(root / "test", classes, root, skipped) if (root / "test").is_dir() else None
         if (root / "val").is_dir():
-            val = _folder_samples(root / "val", classes, root)
+            val = _folder_samples(root / "val", classes, root, skipped)
             if test is None:
                 train, test = _stratified(train, config.test_fraction, config.split_seed)
-            return (train, val, test), classes, None
-        return train, classes, test
-    classes = [folder.name for folder in _class_folders(root)]
-    if not classes:
-        raise Kd2trtError(f"{root}: no class folders; imagefolder expects ROOT/CLASS/image files")
-    return _folder_samples(root, classes), classes, None
+            result = (train, val, test), classes, None
+        else:
+            result = train, classes, test  # type: ignore[assignment]
+    else:
+        classes = _imagefolder_classes(root, "ROOT/")
+        result = _folder_samples(root, classes, skipped=skipped), classes, None
+    if skipped and warn:
+        shown = ", ".join(path.relative_to(root).as_posix() for path in skipped[:5])
+        more = f" and {len(skipped) - 5} more" if len(skipped) > 5 else ""
+        warnings.warn(f"{root}: {len(skipped)} file(s) that are not images were skipped: {shown}{more}",
+                      DataWarning, stacklevel=3)
+    return result
+
+
+def _file_modes(samples: Iterable[Sample]) -> Counter[str]:
+    """How many file images have each PIL mode (headers only; undecodable files are reported when loaded)."""
+    modes: Counter[str] = Counter()
+    for sample in samples:
+        if sample.path is None:
+            continue
+        try:
+            with Image.open(sample.path) as image:
+                modes[image.mode] += 1
+        except (UnidentifiedImageError, OSError):
+            continue
+    return modes
 
 
 def _torchvision_samples(kind: str, root: Path) -> tuple[list[Sample], list[str], list[Sample]]:
@@ -409,10 +470,14 @@ def _split(samples: list[Sample], test: list[Sample] | None, config: DataConfig)
     return train, val, test
 
 
-def _measure_preprocessing(train: list[Sample], config: DataConfig, limit: int = 2000) -> Preprocessing:
-    """Channels, mean and std from (up to `limit` images of) the training split, unless configured."""
-    first = train[0].load()
-    channels = config.channels or (1 if first.mode in ("L", "1", "I", "I;16", "F") else 3)
+def _measure_preprocessing(train: list[Sample], config: DataConfig, modes: Counter[str] | None = None,
+                           limit: int = 2000) -> Preprocessing:
+    """Channels, mean and std from (up to `limit` images of) the training split, unless configured.
+
+    The default channels: 1 when every image is grey, else 3 (a colour image among grey ones keeps its colour).
+    """
+    grey = all(mode in GREY_MODES for mode in modes) if modes else train[0].load().mode in GREY_MODES
+    channels = config.channels or (1 if grey else 3)
     if config.mean is not None and config.std is not None:
         mean, std = tuple(config.mean), tuple(config.std)
         if len(mean) != channels or len(std) != channels:
