@@ -89,6 +89,16 @@ class TrainConfig(_Strict):
     weight_decay: float = Field(5e-4, ge=0)
     schedule: Literal["cosine", "onecycle", "constant"] = "cosine"
     label_smoothing: float = Field(0.0, ge=0, lt=1)
+    warmup: float = Field(
+        0.05, ge=0, lt=1, description="share of the steps over which the learning rate ramps up linearly from "
+        "zero (cosine and constant schedules; onecycle has its own): a full-size first step kills heads such as "
+        "SqueezeNet's final conv + ReLU")
+    grad_clip: float | None = Field(
+        None, gt=0, description="clip the gradients' global L2 norm to this value; null: no clipping")
+    bn_recalibration_images: int = Field(
+        512, ge=0, description="before each validation, BatchNorm running statistics are recomputed as exact "
+        "averages over this many training images (0: off), so the evaluated and checkpointed model is the one "
+        "trained (MobileNetV3's BN momentum 0.01 leaves them near their init after few steps)")
     amp: bool = Field(True, description="mixed precision on CUDA (ignored on CPU)")
 
 

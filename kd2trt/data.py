@@ -20,6 +20,8 @@ for large folders) tells `kd2trt run` that the data changed and distillation mus
 from __future__ import annotations
 
 import hashlib
+import warnings
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +39,13 @@ from kd2trt.config import DataConfig
 from kd2trt.errors import Kd2trtError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
+GREY_MODES = ("L", "1", "I", "I;16", "F", "LA")
+
+
+class DataWarning(UserWarning):
+    """Something in a data set that kd2trt works around but the user should know of (one per load)."""
+
+
 _TORCHVISION_SETS = {
     "cifar10": ("CIFAR10", "ROOT/cifar-10-batches-py/{data_batch_1..5,test_batch,batches.meta}"),
     "cifar100": ("CIFAR100", "ROOT/cifar-100-python/{train,test,meta}"),
@@ -186,7 +195,7 @@ class DataSplits:
         return getattr(self, name)
 
 
-def _samples(config: DataConfig) -> tuple[Any, list[str], list[Sample] | None]:
+def _samples(config: DataConfig, warn: bool = True) -> tuple[Any, list[str], list[Sample] | None]:
     """Every image of `config.spec`: (samples or a (train, val, test) tuple of its own folders, classes, test)."""
     kind, _, argument = config.spec.partition(":")
     if kind == "digits":
@@ -194,7 +203,7 @@ def _samples(config: DataConfig) -> tuple[Any, list[str], list[Sample] | None]:
             raise Kd2trtError(f"data spec {config.spec!r}: digits takes no path (it ships with scikit-learn)")
         samples, classes, test_samples = _digits_samples(), [str(d) for d in range(10)], None
     elif kind == "imagefolder":
-        samples, classes, test_samples = _imagefolder_samples(_require_path(config.spec, argument), config)
+        samples, classes, test_samples = _imagefolder_samples(_require_path(config.spec, argument), config, warn)
     elif kind in _TORCHVISION_SETS:
         samples, classes, test_samples = _torchvision_samples(kind, _require_path(config.spec, argument))
     else:
@@ -218,7 +227,7 @@ def _digest(samples: Iterable[Sample], content: bool) -> str:
 
 def data_fingerprint(config: DataConfig) -> str:
     """A cheap hash of the whole data set (keys, labels, and file sizes and mtimes or array bytes)."""
-    samples, _, test_samples = _samples(config)
+    samples, _, test_samples = _samples(config, warn=False)
     return _digest(_flat(samples, test_samples), content=False)
 
 
@@ -272,8 +281,15 @@ def load_data(config: DataConfig, preprocessing: Preprocessing | None = None, in
         train, val, test = samples
     else:
         train, val, test = _split(samples, test_samples, config)
+    modes = _file_modes(_flat(samples, test_samples))
     if preprocessing is None:
-        preprocessing = _measure_preprocessing(train, config)
+        preprocessing = _measure_preprocessing(train, config, modes)
+    if len(modes) > 1:
+        counts = ", ".join(f"{mode} {count}" for mode, count in modes.most_common())
+        target = "grey (L)" if preprocessing.channels == 1 else "RGB"
+        alpha = " (alpha dropped)" if "RGBA" in modes or "LA" in modes else ""
+        warnings.warn(f"{config.spec}: the images have mixed modes ({counts}); all are converted to {target}, "
+                      f"{preprocessing.channels} channel(s){alpha}", DataWarning, stacklevel=2)
     base = preprocessing.to_tensor
     train_transform = preprocessing.augmenting() if config.augment else base
     splits = DataSplits(
@@ -326,41 +342,86 @@ def _class_folders(root: Path) -> list[Path]:
     return sorted(child for child in root.iterdir() if child.is_dir() and not child.name.startswith("."))
 
 
-def _folder_samples(root: Path, classes: list[str], top: Path | None = None) -> list[Sample]:
-    """The images of ROOT/CLASS/…, keyed by their path under `top` (the data set's root)."""
+def _folder_samples(root: Path, classes: list[str], top: Path | None = None,
+                    skipped: list[Path] | None = None) -> list[Sample]:
+    """The images of ROOT/CLASS/…, keyed by their path under `top` (the data set's root).
+
+    Every class folder must hold images, and `root` must have no class folder the training split lacks; files
+    that are not images (by suffix) are appended to `skipped`.
+    """
     top = top or root
+    extra = [folder for folder in _class_folders(root) if folder.name not in classes]
+    if extra:
+        raise Kd2trtError(f"{extra[0]}: class {extra[0].name!r} is not in the training split "
+                          f"({', '.join(classes)}); add it to train/ or remove it")
     samples = []
     for index, name in enumerate(classes):
         folder = root / name
         if not folder.is_dir():
             raise Kd2trtError(f"{folder}: class folder missing (other splits have class {name!r}); add it")
-        files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        files, others = [], []
+        for path in sorted(folder.rglob("*")):
+            if path.is_file():
+                (files if path.suffix.lower() in IMAGE_SUFFIXES else others).append(path)
+        if not files:
+            raise Kd2trtError(f"{folder}: no images found in class folder {name!r} (expected *.png|jpg|…); "
+                              "add images or remove the folder")
+        if skipped is not None:
+            skipped.extend(others)
         samples.extend(Sample(label=index, path=path, key=path.relative_to(top).as_posix()) for path in files)
-    if not samples:
-        raise Kd2trtError(f"{root}: no images found (expected CLASS/*.png|jpg|… under it)")
     return samples
 
 
-def _imagefolder_samples(root: Path, config: DataConfig) -> tuple[Any, list[str], None]:
+def _imagefolder_classes(folder: Path, what: str) -> list[str]:
+    classes = [child.name for child in _class_folders(folder)]
+    if not classes:
+        raise Kd2trtError(f"{folder}: no class folders; imagefolder expects {what}CLASS/image files")
+    if len(classes) == 1:
+        raise Kd2trtError(f"{folder}: only one class folder ({classes[0]!r}); a classifier needs at least two "
+                          f"({what}CLASS_A/…, {what}CLASS_B/…)")
+    return classes
+
+
+def _imagefolder_samples(root: Path, config: DataConfig, warn: bool = True) -> tuple[Any, list[str], None]:
     """Either ROOT/{train,val,test}/CLASS/* (as in the chest-X-ray layout) or ROOT/CLASS/*."""
     if not root.is_dir():
         raise Kd2trtError(f"{root}: not a folder; imagefolder expects ROOT/CLASS/image files")
+    skipped: list[Path] = []
+    result: tuple[Any, list[str], None]
     if (root / "train").is_dir():
-        classes = [folder.name for folder in _class_folders(root / "train")]
-        if not classes:
-            raise Kd2trtError(f"{root / 'train'}: no class folders; expected train/CLASS/image files")
-        train = _folder_samples(root / "train", classes, root)
-        test = _folder_samples(root / "test", classes, root) if (root / "test").is_dir() else None
+        classes = _imagefolder_classes(root / "train", "train/")
+        train = _folder_samples(root / "train", classes, root, skipped)
+        test = _folder_samples(root / "test", classes, root, skipped) if (root / "test").is_dir() else None
         if (root / "val").is_dir():
-            val = _folder_samples(root / "val", classes, root)
+            val = _folder_samples(root / "val", classes, root, skipped)
             if test is None:
                 train, test = _stratified(train, config.test_fraction, config.split_seed)
-            return (train, val, test), classes, None
-        return train, classes, test
-    classes = [folder.name for folder in _class_folders(root)]
-    if not classes:
-        raise Kd2trtError(f"{root}: no class folders; imagefolder expects ROOT/CLASS/image files")
-    return _folder_samples(root, classes), classes, None
+            result = (train, val, test), classes, None
+        else:
+            result = train, classes, test  # type: ignore[assignment]
+    else:
+        classes = _imagefolder_classes(root, "ROOT/")
+        result = _folder_samples(root, classes, skipped=skipped), classes, None
+    if skipped and warn:
+        shown = ", ".join(path.relative_to(root).as_posix() for path in skipped[:5])
+        more = f" and {len(skipped) - 5} more" if len(skipped) > 5 else ""
+        warnings.warn(f"{root}: {len(skipped)} file(s) that are not images were skipped: {shown}{more}",
+                      DataWarning, stacklevel=3)
+    return result
+
+
+def _file_modes(samples: Iterable[Sample]) -> Counter[str]:
+    """How many file images have each PIL mode (headers only; undecodable files are reported when loaded)."""
+    modes: Counter[str] = Counter()
+    for sample in samples:
+        if sample.path is None:
+            continue
+        try:
+            with Image.open(sample.path) as image:
+                modes[image.mode] += 1
+        except (UnidentifiedImageError, OSError):
+            continue
+    return modes
 
 
 def _torchvision_samples(kind: str, root: Path) -> tuple[list[Sample], list[str], list[Sample]]:
@@ -409,10 +470,14 @@ def _split(samples: list[Sample], test: list[Sample] | None, config: DataConfig)
     return train, val, test
 
 
-def _measure_preprocessing(train: list[Sample], config: DataConfig, limit: int = 2000) -> Preprocessing:
-    """Channels, mean and std from (up to `limit` images of) the training split, unless configured."""
-    first = train[0].load()
-    channels = config.channels or (1 if first.mode in ("L", "1", "I", "I;16", "F") else 3)
+def _measure_preprocessing(train: list[Sample], config: DataConfig, modes: Counter[str] | None = None,
+                           limit: int = 2000) -> Preprocessing:
+    """Channels, mean and std from (up to `limit` images of) the training split, unless configured.
+
+    The default channels: 1 when every image is grey, else 3 (a colour image among grey ones keeps its colour).
+    """
+    grey = all(mode in GREY_MODES for mode in modes) if modes else train[0].load().mode in GREY_MODES
+    channels = config.channels or (1 if grey else 3)
     if config.mean is not None and config.std is not None:
         mean, std = tuple(config.mean), tuple(config.std)
         if len(mean) != channels or len(std) != channels:
@@ -427,3 +492,48 @@ def _measure_preprocessing(train: list[Sample], config: DataConfig, limit: int =
         mean = tuple(round(float(v), 6) for v in stack.mean(dim=(0, 2, 3)))
         std = tuple(round(max(float(v), 1e-6), 6) for v in stack.std(dim=(0, 2, 3)))
     return Preprocessing(image_size=config.image_size, channels=channels, mean=mean, std=std)
+
+
+def write_digits_folder(root: Path, image_size: int = 64, channels: int = 3, digits: Sequence[int] | None = None,
+                        per_class: Sequence[int] | None = None, fractions: tuple[float, float] = (0.2, 0.2),
+                        seed: int = 0) -> Path:
+    """Write scikit-learn's digits as an ImageFolder, ROOT/{train,val,test}/digit_D/NNNN.png, reproducibly.
+
+    A stand-in for a real folder-per-class data set (the chest-X-ray layout) that needs no download: every
+    8×8 digit is upsampled (bicubic) to `image_size`; with 3 `channels` it is drawn in a random bright colour
+    on a random dark background (seeded), so that the colour carries no label. `digits` picks classes (all
+    ten by default) and `per_class` caps each one's image count (e.g. [60, 180]: a 1:3 imbalance); each class
+    is split stratified into val and test `fractions`, the rest is train. The same arguments write the same
+    bytes.
+    """
+    from sklearn.datasets import load_digits
+
+    if channels not in (1, 3):
+        raise Kd2trtError(f"write_digits_folder: channels {channels} must be 1 or 3")
+    data = load_digits()
+    chosen = list(range(10)) if digits is None else [int(d) for d in digits]
+    caps = list(per_class) if per_class is not None else [None] * len(chosen)
+    if len(caps) != len(chosen):
+        raise Kd2trtError(f"write_digits_folder: per_class has {len(caps)} counts for {len(chosen)} digits")
+    rng = np.random.default_rng(seed)
+    root = Path(root)
+    for digit, cap in zip(chosen, caps, strict=True):
+        images = data.images[data.target == digit]
+        order = rng.permutation(len(images))[: cap if cap is not None else len(images)]
+        n_val, n_test = (max(1, round(f * len(order))) for f in fractions)
+        parts = {"val": order[:n_val], "test": order[n_val:n_val + n_test], "train": order[n_val + n_test:]}
+        for split, members in parts.items():
+            folder = root / split / f"digit_{digit}"
+            folder.mkdir(parents=True, exist_ok=True)
+            for index in members:
+                grey = Image.fromarray(np.uint8(np.clip(images[index] * (255.0 / 16.0), 0, 255)))
+                grey = grey.resize((image_size, image_size), Image.Resampling.BICUBIC)
+                if channels == 3:
+                    alpha = np.asarray(grey, dtype=np.float32)[..., None] / 255.0
+                    background, foreground = rng.uniform(0.0, 0.35, 3), rng.uniform(0.65, 1.0, 3)
+                    pixels = (background * (1.0 - alpha) + foreground * alpha) * 255.0
+                    out = Image.fromarray(np.uint8(np.clip(np.round(pixels), 0, 255)), "RGB")
+                else:
+                    out = grey
+                out.save(folder / f"{int(index):04d}.png")
+    return root

@@ -258,3 +258,39 @@ def tapped(model: nn.Module, path: str, role: str = "model") -> Iterator[Feature
         yield tap
     finally:
         tap.remove()
+
+
+# ----------------------------------------------------------------------------------------- construction probe
+
+def probe_model(model: nn.Module, in_channels: int, image_size: int, role: str, arch: str) -> bool:
+    """One forward pass of random images at the data's size, right after construction; True if the head changed.
+
+    A model that cannot take images this small (SqueezeNet's ceil-mode pools need about 24 px) fails here in one
+    line, before any training. And a head whose logits pass through a ReLU (SqueezeNet's final conv + ReLU: every
+    logit is >= 0 for any input) starts with a bias of 1 instead of 0: softmax does not see a common shift, so
+    the model's predictions are the same, but the pre-activations start on the live side of the ReLU. With a zero
+    bias the first steps push them all negative (lowering the non-target logits is the easy way down the loss),
+    after which no gradient flows and the loss stays at ln(classes) for good.
+    """
+    probe = torch.randn(8, in_channels, image_size, image_size, generator=torch.Generator().manual_seed(0))
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            logits = model(probe.to(device))
+    except RuntimeError as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+        raise Kd2trtError(f"{role} {arch!r} cannot take {image_size}×{image_size} images ({reason}); raise "
+                          "data.image_size") from None
+    finally:
+        model.train(was_training)
+    if logits.ndim != 2 or bool((logits < 0).any()):
+        return False
+    head = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear)) and m.bias is not None
+            and (m.out_channels if isinstance(m, nn.Conv2d) else m.out_features) == logits.shape[1]]
+    if not head:
+        return False
+    with torch.no_grad():
+        head[-1].bias.fill_(1.0)  # type: ignore[union-attr]
+    return True

@@ -112,3 +112,26 @@ def test_weights_only_refusal_is_one_line(tmp_path: Path) -> None:
                                           r"torch\.save\(model\.state_dict\(\), path\)") as caught:
         read_state_dict(path)
     assert "\n" not in str(caught.value)
+
+
+def test_probe_revives_a_relu_head_without_changing_predictions_and_refuses_too_small_images() -> None:
+    from kd2trt.models import probe_model
+
+    torch.manual_seed(0)
+    squeeze = build_model(model_spec("squeezenet1_1", 3, 10)).eval()
+    final = squeeze.classifier[1]
+    assert torch.equal(final.bias, torch.zeros(10))  # torchvision's init: a zero bias under a ReLU
+    x = torch.randn(4, 3, 32, 32)
+    before = squeeze(x)
+    assert probe_model(squeeze, 3, 32, "student", "squeezenet1_1")
+    assert torch.equal(final.bias, torch.ones(10))
+    after = squeeze(x)
+    assert torch.equal(after.argmax(1), before.argmax(1)) and (after > 0).all()  # live, same answers
+    resnet = build_model(model_spec("resnet18", 3, 10))
+    state = {k: v.clone() for k, v in resnet.state_dict().items()}
+    assert not probe_model(resnet, 3, 32, "teacher", "resnet18")
+    assert all(torch.equal(v, resnet.state_dict()[k]) for k, v in state.items())
+    with pytest.raises(Kd2trtError, match=r"student 'squeezenet1_1' cannot take 16×16 images \(.*\); raise "
+                                          r"data\.image_size") as info:
+        probe_model(squeeze, 3, 16, "student", "squeezenet1_1")
+    assert "\n" not in str(info.value)

@@ -10,6 +10,18 @@ rank 0 before validation, so the ranks score the same model, pick the same best 
 broadcast too) and a teacher on rank 1 gives the targets the saved teacher gives. `data.batch_size` is the
 global batch: each of N processes takes batch_size / N images per step, so N processes take the steps one
 process takes, at the recipe's learning rate (no learning-rate scaling rule is needed, and none is applied).
+
+What makes real architectures train with one recipe, none special-cased:
+- precise BatchNorm statistics: before every validation the running statistics are recomputed as exact
+  averages (momentum None) over `train.bn_recalibration_images` training images, in eval mode except for the
+  BatchNorm layers. torchvision's MobileNetV3 uses BN momentum 0.01: after a few hundred optimiser steps its
+  running statistics are still near their initial values, and the eval-mode network scores chance while the
+  training loss is near zero. Rank 0 computes them and broadcasts them with the other buffers.
+- a linear learning-rate warm-up (`train.warmup`, a share of the steps): AdamW's first steps move every weight
+  by about the full learning rate whatever its gradient, which pushes SqueezeNet's final conv (initialised
+  with std 0.01, followed by a ReLU) entirely negative — a dead head whose loss stays at ln(classes).
+- no silent failure: when validation top-1 stays at chance while the training loss falls, or the loss does
+  not move, the loop prints a warning naming the likely cause and records it in the stage's result.
 """
 
 from __future__ import annotations
@@ -24,10 +36,11 @@ from typing import Any, Literal
 import torch
 import torch.distributed as dist
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 from torch.utils.data.distributed import DistributedSampler
 
 from kd2trt.artifacts import atomic_write_json
@@ -73,6 +86,7 @@ class FitResult:
     seconds: float
     history: list[dict[str, Any]] = field(default_factory=list)
     resumed_from: int | None = None
+    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -104,12 +118,103 @@ def build_optimizer(params: list[nn.Parameter], config: TrainConfig) -> torch.op
 
 def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, total_steps: int
                     ) -> torch.optim.lr_scheduler.LRScheduler:
-    """Stepped once per batch so the schedule's shape does not depend on the epoch count."""
-    if config.schedule == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
+    """Stepped once per batch so the schedule's shape does not depend on the epoch count.
+
+    Cosine and constant schedules start with a linear warm-up over `config.warmup` of the steps (the first
+    step at 1/(warm-up steps + 1) of the rate); onecycle has its own.
+    """
     if config.schedule == "onecycle":
         return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=total_steps)
-    return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(config.schedule, config.warmup, total_steps))
+
+
+def lr_factor(schedule: str, warmup: float, total_steps: int) -> Callable[[int], float]:
+    """The learning rate at step `s` as a share of `train.lr`: linear warm-up, then cosine to zero or constant."""
+    warm = min(round(warmup * total_steps), max(0, total_steps - 1))
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / (warm + 1)
+        if schedule == "constant":
+            return 1.0
+        return 0.5 * (1.0 + math.cos(math.pi * min(step - warm, total_steps - warm) / max(1, total_steps - warm)))
+    return factor
+
+
+def batchnorm_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    """Every BatchNorm layer that keeps running statistics (timm's BatchNormAct2d included: a subclass)."""
+    return [m for m in model.modules()
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+
+
+@torch.no_grad()
+def recompute_batchnorm(model: nn.Module, dataset: Dataset, device: torch.device, images: int, batch_size: int,
+                        seed: int) -> int:
+    """Replace BatchNorm running statistics by exact averages over `images` training images; return the count.
+
+    The rest of the model is in eval mode (no dropout, no stochastic depth), as it is when evaluated; the
+    BatchNorm layers are in training mode with momentum None, i.e. a cumulative average of the batch statistics.
+    The images are a seeded sample of `dataset`; the global RNG is not touched.
+    """
+    norms = batchnorm_layers(model)
+    count = min(images, len(dataset))  # type: ignore[arg-type]
+    if not norms or count < 2:
+        return 0
+    chosen = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:count]  # type: ignore[arg-type]
+    loader = DataLoader(Subset(dataset, chosen.tolist()), batch_size=max(2, batch_size), shuffle=False,
+                        generator=torch.Generator().manual_seed(seed))  # not the global RNG
+    was_training = model.training
+    momenta = [m.momentum for m in norms]
+    model.eval()
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None
+        norm.train()
+    seen = 0
+    try:
+        for batch in loader:
+            images_batch = batch[0]
+            if len(images_batch) < 2:  # one image has no batch variance
+                continue
+            model(images_batch.to(device, non_blocking=True))
+            seen += len(images_batch)
+    finally:
+        for norm, momentum in zip(norms, momenta, strict=True):
+            norm.momentum = momentum
+        model.train(was_training)
+    return seen
+
+
+def chance_top1(labels: torch.Tensor) -> float:
+    """Top-1 (%) of always answering the most frequent class: what a model that learned nothing scores."""
+    if len(labels) == 0:
+        return 0.0
+    return 100.0 * float(torch.bincount(labels).max()) / len(labels)
+
+
+def diagnose(role: str, history: list[dict[str, Any]], chance: float, config: TrainConfig) -> list[tuple[str, str]]:
+    """(kind, message) for each training failure visible in `history`: validation at chance while the loss fell
+    (the eval-mode model is not the trained one), or a loss that does not move (a dead network)."""
+    if len(history) < 2:
+        return []
+    best = max(h["val_top1"] for h in history)
+    if best > chance + max(2.0, 0.05 * (100.0 - chance)):
+        return []
+    first, last = history[0]["train_loss"], history[-1]["train_loss"]
+    at_chance = f"validation top-1 stays at chance ({best:.1f}%, chance {chance:.1f}%)"
+    if last < 0.5 * first:
+        bn = ("BatchNorm running statistics that do not describe the trained network (too few steps for its BN "
+              f"momentum; keep {role}.train.bn_recalibration_images > 0"
+              + (", it is 0 now)" if config.bn_recalibration_images == 0 else ")"))
+        return [("eval_mismatch", f"{role}: {at_chance} while the training loss fell from {first:.4f} to "
+                 f"{last:.4f}: the model in eval mode is not the one being trained. Likely cause: {bn}, or a "
+                 f"learning rate too high to train stably ({role}.train.lr {config.lr:g}: lower it)")]
+    if last > 0.95 * first:
+        return [("stuck", f"{role}: {at_chance} and the training loss does not fall ({first:.4f} → {last:.4f}): "
+                 "the network's output does not depend on its input (e.g. dead ReLUs before the head). Likely "
+                 f"cause: a learning rate too high in the first steps ({role}.train.lr {config.lr:g}, warm-up "
+                 f"{config.warmup:g} of the steps): lower the rate or lengthen {role}.train.warmup")]
+    return []
 
 
 def _loader(dataset: Dataset, batch_size: int, num_workers: int, sampler: DistributedSampler) -> DataLoader:
@@ -154,6 +259,7 @@ def fit(stage: Stage, val_set: Dataset, ctx: DistContext, layout: RunLayout, *, 
         module = DistributedDataParallel(stage.trainable, device_ids=device_ids)
 
     result = FitResult(best_epoch=-1, best_val_top1=-math.inf, epochs_run=0, seconds=0.0)
+    warned: set[str] = set()
     best_state = {k: v.detach().clone() for k, v in stage.model.state_dict().items()}
     start_epoch = 0
     state = _read_resume_state(last_path, stage.config_hash, resume) if resume and last_path.is_file() else None
@@ -190,6 +296,9 @@ def fit(stage: Stage, val_set: Dataset, ctx: DistContext, layout: RunLayout, *, 
                                       f"lower {stage.role}.train.lr (now {config.lr})")
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
+                if config.grad_clip is not None:
+                    scaler.unscale_(optimizer)
+                    torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
                 scaler.step(optimizer)
                 scaler.update()
                 scheduler.step()
@@ -200,6 +309,11 @@ def fit(stage: Stage, val_set: Dataset, ctx: DistContext, layout: RunLayout, *, 
                 progress.update(task, advance=1, loss=total_loss / batches)
             train_seconds = time.perf_counter() - started
             progress.remove_task(task)
+            bn_started = time.perf_counter()
+            if ctx.is_main and config.bn_recalibration_images > 0:
+                recompute_batchnorm(stage.model, stage.train_set, ctx.device, config.bn_recalibration_images,
+                                    batch_size, seed * 100_003 + epoch)
+            bn_seconds = time.perf_counter() - bn_started
             _synchronise_buffers(stage.trainable, ctx)
             val_logits, val_labels = predict(stage.model, val_set, ctx.device)
             val_top1 = _from_rank0(top1(val_logits, val_labels), ctx)
@@ -207,10 +321,16 @@ def fit(stage: Stage, val_set: Dataset, ctx: DistContext, layout: RunLayout, *, 
             record = {"epoch": epoch + 1, "train_loss": total_loss / batches,
                       **{f"loss_{k}": v / batches for k, v in terms_sum.items()},
                       "val_top1": val_top1, "lr": optimizer.param_groups[0]["lr"],
-                      "train_seconds": train_seconds, "seconds": seconds}
+                      "train_seconds": train_seconds, "bn_seconds": bn_seconds, "seconds": seconds}
             result.history.append(record)
             result.seconds += seconds
             result.epochs_run = epoch + 1
+            for kind, message in diagnose(stage.role, result.history, chance_top1(val_labels), config):
+                if kind not in warned:
+                    warned.add(kind)
+                    result.warnings.append(message)
+                    if ctx.is_main:
+                        console.print(f"[yellow]warning[/]: {escape(message)}")
             improved = val_top1 > result.best_val_top1
             if improved:
                 result.best_val_top1, result.best_epoch = val_top1, epoch + 1

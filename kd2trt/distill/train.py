@@ -32,7 +32,15 @@ from kd2trt.errors import Kd2trtError
 from kd2trt.evaluation import predict
 from kd2trt.layout import RunLayout
 from kd2trt.metrics import top1
-from kd2trt.models import FeatureTap, build_model, count_parameters, load_weights, model_spec, tapped
+from kd2trt.models import (
+    FeatureTap,
+    build_model,
+    count_parameters,
+    load_weights,
+    model_spec,
+    probe_model,
+    tapped,
+)
 from kd2trt.results import StageResult
 from kd2trt.torch_io import atomic_torch_save
 
@@ -99,7 +107,7 @@ class StageReport:
             train_seconds = [h["train_seconds"] for h in self.fit.history]
             out.update(best_epoch=self.fit.best_epoch, epochs=self.fit.epochs_run, seconds=self.fit.seconds,
                        train_seconds_per_epoch=sum(train_seconds) / max(1, len(train_seconds)),
-                       resumed_from_epoch=self.fit.resumed_from)
+                       resumed_from_epoch=self.fit.resumed_from, warnings=self.fit.warnings)
         return out
 
 
@@ -126,7 +134,9 @@ class DistillRun:
         spec = model_spec(model_config.arch, self.data.preprocessing.channels, self.data.num_classes,
                           model_config.channels, model_config.blocks, model_config.dropout)
         torch.manual_seed(self.config.seed + {"teacher": 0, "student": 1, "baseline": 1}[role])
-        return build_model(spec).to(self.ctx.device), spec
+        model = build_model(spec).to(self.ctx.device)
+        probe_model(model, spec["in_channels"], self.data.preprocessing.image_size, role, model_config.arch)
+        return model, spec
 
     def _data_record(self) -> dict[str, Any]:
         data = self.config.data
@@ -330,6 +340,7 @@ def _summary(config: RunConfig, run: DistillRun, reports: list[StageReport], sec
         "teacher_cache": run._use_cache(),
         **{role: report.as_dict() for role, report in by_role.items()},
         "wall_seconds": seconds,
+        "warnings": [w for r in reports if r.fit is not None for w in r.fit.warnings],
     }
     teacher, student = by_role["teacher"], by_role["student"]
     summary["compression"] = teacher.params / student.params

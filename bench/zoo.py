@@ -1,0 +1,206 @@
+"""Zoo benchmark: one recipe, a ResNet-18 teacher and ten student architectures on a folder-per-class data set.
+
+The data set is written here, reproducibly, from scikit-learn's digits (`kd2trt.data.write_digits_folder`: 64×64
+RGB PNGs in ROOT/{train,val,test}/digit_D/, the chest-X-ray layout), so the benchmark needs no download. Per
+student: parameters; teacher / KD / scratch test top-1 (mean ± sd over seeds) under the label-scarce protocol
+(10 % labels) and with full labels; the paired KD gain; FP16 parity and the INT8 Q/DQ preview drop (kd2trt's
+own export, `kd2trt.onnx.stage.run_export`, on the seed-0 KD student); seconds per epoch; and any warning the
+training loop raised. Every student gets the same recipe knobs (`--lr`, `--epochs`, …): nothing per
+architecture. Writes bench/results/zoo.json and prints a Markdown table for the README.
+
+    .venv/bin/python bench/zoo.py                                   # the whole zoo, 3 seeds, 32 px (CPU)
+    .venv/bin/python bench/zoo.py --device cuda --image-size 64 --epochs 15 --teacher-epochs 15
+    .venv/bin/python bench/zoo.py --seeds 1 --students cnn,mobilenet_v3_small --per-class 60
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+
+from kd2trt import __version__
+from kd2trt.artifacts import atomic_write_json
+from kd2trt.config import ExportConfig, load_config
+from kd2trt.data import write_digits_folder
+from kd2trt.distill.train import DistillRun, run_distill
+from kd2trt.errors import Kd2trtError
+from kd2trt.onnx.stage import ExportRequest, run_export
+
+QUIET = Console(file=open(os.devnull, "w"))  # noqa: SIM115
+STUDENTS = ["mobilenet_v3_small", "mobilenet_v3_large", "mobilenet_v2", "shufflenet_v2_x0_5", "squeezenet1_1",
+            "efficientnet_b0", "resnet18", "regnet_x_400mf", "cnn", "timm:mobilenetv3_small_050"]
+
+
+def mean_sd(values: list[float]) -> dict[str, Any]:
+    return {"mean": statistics.fmean(values), "sd": statistics.stdev(values) if len(values) > 1 else 0.0,
+            "values": values}
+
+
+def recipe(args: argparse.Namespace, data_root: Path, seed: int) -> dict[str, Any]:
+    """The overrides every run shares: the zoo data, a ResNet-18 teacher, one student recipe."""
+    train = {"optimizer": "adamw", "lr": args.lr, "weight_decay": 5e-4, "schedule": "cosine",
+             "warmup": args.warmup, "epochs": args.epochs}
+    return {
+        "name": "zoo", "seed": seed, "device": args.device,
+        "data.spec": f"imagefolder:{data_root}", "data.image_size": args.image_size, "data.channels": 3,
+        "data.batch_size": args.batch_size, "data.augment": False,
+        "teacher.arch": "resnet18", "teacher.channels": None, "teacher.feature_tap": None,
+        "teacher.train": {**train, "lr": args.teacher_lr, "epochs": args.teacher_epochs},
+        "student.feature_tap": None, "student.train": train,
+        "distill.temperature": 4.0, "distill.alpha": 0.9, "distill.beta": 0.0,
+    }
+
+
+def student_overrides(arch: str) -> dict[str, Any]:
+    if arch == "cnn":
+        return {"student.arch": "cnn", "student.channels": [16, 32, 64, 128], "student.blocks": 2}
+    return {"student.arch": arch, "student.channels": None}
+
+
+def export_figures(checkpoint: Path, out_dir: Path) -> dict[str, Any]:
+    """FP16 parity and the INT8 Q/DQ preview drop of one checkpoint, from kd2trt's export library."""
+    config = ExportConfig(teacher=False, calib_images=256, trt_versions=["10.3"])
+    try:
+        summary = run_export(ExportRequest(checkpoint, out_dir=out_dir, force=True), config, QUIET)
+    except Kd2trtError as exc:
+        return {"error": str(exc)}
+    preview = summary["preview"]
+    return {"fp16_max_abs_diff": summary["fp16"]["parity_vs_fp32"]["max_abs_diff"],
+            "fp16_top1_agreement": summary["fp16"]["parity_vs_fp32"]["top1_agreement"],
+            "int8_drop_points": preview.get("int8_drop_points"),
+            "int8_top1_agreement": preview.get("int8_vs_fp32", {}).get("top1_agreement"),
+            "onnx_nodes": summary["onnx"]["nodes"]}
+
+
+def markdown(result: dict[str, Any]) -> str:
+    protocols = result["protocols"]
+    head = ["student", "params"]
+    for p in protocols:
+        tag = f"{round(100 * float(p))} % labels"
+        head += [f"KD ({tag})", f"scratch ({tag})", f"KD gain ({tag})"]
+    head += ["FP16 max abs diff", "INT8 drop (pts)", "s/epoch"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for arch, row in result["students"].items():
+        cells = [f"`{arch}`", f"{row['params'] / 1e6:.2f} M"]
+        for p in protocols:
+            fig = row["protocols"][p]
+            cells += [f"{fig['kd']['mean']:.1f} ± {fig['kd']['sd']:.1f}",
+                      f"{fig['scratch']['mean']:.1f} ± {fig['scratch']['sd']:.1f}",
+                      f"{fig['kd_gain']['mean']:+.1f} ± {fig['kd_gain']['sd']:.1f}"]
+        exp = row.get("export", {})
+        cells += [f"{exp['fp16_max_abs_diff']:.1e}" if "fp16_max_abs_diff" in exp else "—",
+                  f"{exp['int8_drop_points']:+.1f}" if exp.get("int8_drop_points") is not None else "—",
+                  f"{row['seconds_per_epoch']:.1f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    teacher = result["teacher_test_top1"]
+    lines.append(f"\nTeacher ResNet-18: {teacher['mean']:.1f} ± {teacher['sd']:.1f} % test top-1; "
+                 f"{result['image_size']} px, {result['epochs']} student epochs, {result['seeds']} seed(s), "
+                 f"{result['train_images']} training images, {result['machine']['device']}.")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--students", default=",".join(STUDENTS), help="comma-separated model names")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--image-size", type=int, default=32, help="the PNGs are 64 px; resized to this")
+    parser.add_argument("--per-class", type=int, default=None, help="cap images per class (all ~180 by default)")
+    parser.add_argument("--epochs", type=int, default=4, help="student epochs (KD and scratch)")
+    parser.add_argument("--teacher-epochs", type=int, default=6)
+    parser.add_argument("--lr", type=float, default=1e-3, help="student learning rate (AdamW), every student")
+    parser.add_argument("--teacher-lr", type=float, default=2e-3)
+    parser.add_argument("--warmup", type=float, default=0.1, help="share of the steps with a linear warm-up")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--protocols", default="0.1,1.0", help="labeled fractions for the student")
+    parser.add_argument("--device", default="cpu", help="cpu | cuda | auto")
+    parser.add_argument("--no-export", action="store_true", help="skip the FP16 / INT8 export figures")
+    parser.add_argument("--work", type=Path, default=Path("runs/bench-zoo"))
+    parser.add_argument("--out", type=Path, default=Path("bench/results/zoo.json"))
+    args = parser.parse_args()
+    console = Console()
+    students = [s.strip() for s in args.students.split(",") if s.strip()]
+    protocols = [str(float(p)) for p in args.protocols.split(",")]
+    started = time.perf_counter()
+
+    data_root = args.work / f"data-{args.per_class or 'all'}"
+    if not (data_root / "test").is_dir():
+        per_class = [args.per_class] * 10 if args.per_class else None
+        write_digits_folder(data_root, image_size=64, channels=3, per_class=per_class, seed=0)
+
+    teachers: dict[int, tuple[Path, float, float]] = {}
+    for seed in range(args.seeds):
+        run_dir = args.work / f"seed{seed}" / "teacher"
+        config = load_config(None, {**recipe(args, data_root, seed), **student_overrides("cnn")})
+        run = DistillRun(config, run_dir, False, QUIET)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        _, report = run.teacher()
+        teachers[seed] = (run.layout.checkpoint("teacher"), report.test_top1,
+                          report.as_dict()["train_seconds_per_epoch"])
+        console.print(f"seed {seed}: teacher resnet18 {report.test_top1:.2f}% "
+                      f"({report.as_dict()['train_seconds_per_epoch']:.1f} s/epoch)")
+
+    rows: dict[str, Any] = {}
+    train_images = 0
+    for arch in students:
+        row: dict[str, Any] = {"protocols": {}, "warnings": []}
+        epoch_seconds: list[float] = []
+        for fraction in protocols:
+            kd, scratch = [], []
+            for seed in range(args.seeds):
+                teacher_path = teachers[seed][0]
+                overrides = {**recipe(args, data_root, seed), **student_overrides(arch),
+                             "teacher.weights": str(teacher_path), "data.labeled_fraction": float(fraction)}
+                run_dir = args.work / f"seed{seed}" / arch.replace(":", "_") / f"labels{fraction}"
+                summary = run_distill(load_config(None, overrides), run_dir, console=QUIET)
+                kd.append(summary["student"]["test_top1"])
+                scratch.append(summary["baseline"]["test_top1"])
+                epoch_seconds += [summary["student"]["train_seconds_per_epoch"],
+                                  summary["baseline"]["train_seconds_per_epoch"]]
+                row["params"] = summary["student"]["params"]
+                row["warnings"] += summary["warnings"]
+                train_images = summary["train_images"]
+                console.print(f"{arch:28s} labels {float(fraction):4.0%} seed {seed}: KD {kd[-1]:6.2f}  "
+                              f"scratch {scratch[-1]:6.2f}  ({summary['wall_seconds']:.0f}s)"
+                              + "".join(f"\n  warning: {w}" for w in summary["warnings"]))
+                if not args.no_export and seed == 0 and fraction == protocols[0]:
+                    row["export"] = export_figures(run_dir / "student.pt", run_dir / "export")
+            row["protocols"][fraction] = {
+                "kd": mean_sd(kd), "scratch": mean_sd(scratch),
+                "kd_gain": mean_sd([a - b for a, b in zip(kd, scratch, strict=True)])}
+        row["seconds_per_epoch"] = statistics.fmean(epoch_seconds)
+        rows[arch] = row
+
+    result = {
+        "kd2trt": __version__, "torch": torch.__version__,
+        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+                    "torch_threads": torch.get_num_threads(), "device": args.device},
+        "command": "bench/zoo.py " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
+                                              if k not in ("work", "out", "no_export")),
+        "image_size": args.image_size, "per_class": args.per_class, "epochs": args.epochs,
+        "teacher_epochs": args.teacher_epochs, "seeds": args.seeds, "lr": args.lr, "warmup": args.warmup,
+        "protocols": protocols, "train_images": train_images,
+        "teacher_test_top1": mean_sd([t[1] for t in teachers.values()]),
+        "teacher_seconds_per_epoch": statistics.fmean(t[2] for t in teachers.values()),
+        "students": rows,
+        "chance_top1": 10.0,
+        "all_students_above_chance": all(
+            row["protocols"][p]["kd"]["mean"] > 30.0 and row["protocols"][p]["scratch"]["mean"] > 30.0
+            for row in rows.values() for p in protocols),
+        "wall_seconds": time.perf_counter() - started,
+    }
+    result["markdown"] = markdown(result)
+    atomic_write_json(args.out, result)
+    print(result["markdown"])
+    console.print(f"{result['wall_seconds']:.0f}s; written to {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,123 @@
+"""What makes real architectures train with one recipe: precise BatchNorm statistics before every validation,
+a learning-rate warm-up, and a warning (not silence) when a stage trains without learning."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+import torch
+from rich.console import Console
+from torch import nn
+from torch.utils.data import Dataset
+
+from kd2trt.config import DataConfig, TrainConfig
+from kd2trt.data import load_data
+from kd2trt.distill.distributed import DistContext
+from kd2trt.distill.loop import Stage, build_optimizer, build_scheduler, diagnose, fit, lr_factor, recompute_batchnorm
+from kd2trt.layout import RunLayout
+
+CPU = DistContext(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
+
+
+class Shifted(Dataset):
+    """Images scaled and offset far from zero mean / unit variance, as raw activations of a real network are."""
+
+    def __init__(self, base: Dataset):
+        self.base = base
+
+    def __len__(self) -> int:
+        return len(self.base)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int):
+        image, label, i = self.base[index]
+        return image * 4.0 + 6.0, label, i
+
+
+def slow_bn_net(momentum: float = 0.001) -> nn.Module:
+    """Conv-BN-ReLU with a BatchNorm momentum so low that a few dozen steps leave the running statistics at init."""
+    return nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.BatchNorm2d(16, momentum=momentum), nn.ReLU(),
+                         nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.BatchNorm2d(32, momentum=momentum), nn.ReLU(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 10))
+
+
+def _fit(tmp_path: Path, model: nn.Module, train_set: Dataset, val_set: Dataset, config: TrainConfig,
+         console: Console):
+    def step(module, batch):
+        images, labels, _ = batch
+        loss = nn.functional.cross_entropy(module(images), labels)
+        return loss, {"ce": float(loss.detach())}
+
+    stage = Stage("student", config, model, model, train_set, step, lambda m, _: {"state": m.state_dict()}, "h")
+    return fit(stage, val_set, CPU, RunLayout(tmp_path), seed=0, batch_size=64, num_workers=0, resume=False,
+               console=console)
+
+
+def test_recomputed_batchnorm_statistics_are_exact_averages_and_leave_the_rest_alone() -> None:
+    torch.manual_seed(0)
+    model = slow_bn_net(momentum=0.01)
+    data = [(torch.randn(1, 8, 8) * 3 + 2, 0, i) for i in range(40)]
+    model.train()
+    model(torch.stack([d[0] for d in data[:8]]))  # some momentum updates: statistics near init
+    rng_before = torch.get_rng_state()
+    seen = recompute_batchnorm(model, data, torch.device("cpu"), images=1000, batch_size=64, seed=0)
+    assert seen == 40
+    assert torch.equal(torch.get_rng_state(), rng_before)
+    assert model.training and model[1].momentum == 0.01  # modes and momenta restored
+    conv_out = model[0](torch.stack([d[0] for d in data]))
+    assert torch.allclose(model[1].running_mean, conv_out.mean(dim=(0, 2, 3)), atol=1e-5)
+    assert torch.allclose(model[1].running_var, conv_out.transpose(0, 1).flatten(1).var(dim=1), rtol=1e-4)
+
+
+def test_low_momentum_batchnorm_trains_only_with_recalibration_and_warns_without(tmp_path: Path) -> None:
+    """What mobilenet_v3_small (BN momentum 0.01) did on a small data set: loss → 0.01, validation at chance."""
+    data = load_data(DataConfig(image_size=8))
+    train, val = Shifted(data.train), Shifted(data.val)
+    results = {}
+    for images in (0, 512):
+        torch.manual_seed(0)
+        out = io.StringIO()
+        config = TrainConfig(epochs=4, lr=0.01, bn_recalibration_images=images)
+        results[images] = _fit(tmp_path / str(images), slow_bn_net(), train, val, config,
+                               Console(file=out, width=400)), out.getvalue()
+    without, printed = results[0]
+    assert without.history[-1]["train_loss"] < 0.5 * without.history[0]["train_loss"]
+    assert without.best_val_top1 < 16.0  # chance is ~10 %
+    assert len(without.warnings) == 1 and "BatchNorm running statistics" in without.warnings[0]
+    assert "bn_recalibration_images > 0, it is 0 now" in printed
+    with_recalibration, printed = results[512]
+    assert with_recalibration.best_val_top1 > 70.0
+    assert not with_recalibration.warnings and "warning" not in printed
+
+
+def test_diagnose_names_the_cause() -> None:
+    config = TrainConfig(lr=0.01)
+
+    def history(losses, tops):
+        return [{"train_loss": loss, "val_top1": top} for loss, top in zip(losses, tops, strict=True)]
+
+    assert diagnose("s", history([2.3], [10.0]), 10.0, config) == []  # one epoch: too early to tell
+    assert diagnose("s", history([2.0, 0.3], [40.0, 80.0]), 10.0, config) == []
+    assert diagnose("s", history([2.0, 1.5], [12.0, 13.0]), 10.0, config) == []  # slow, not broken
+    [(kind, message)] = diagnose("baseline", history([2.3075, 2.3026, 2.3026], [10.0, 10.0, 10.0]), 10.3, config)
+    assert kind == "stuck" and "baseline: validation top-1 stays at chance (10.0%, chance 10.3%)" in message
+    assert "learning rate too high" in message and "baseline.train.warmup" in message
+    [(kind, message)] = diagnose("student", history([1.2, 0.009], [10.0, 10.0]), 10.0, config)
+    assert kind == "eval_mismatch" and "BatchNorm" in message and "student.train.lr 0.01" in message
+    # imbalanced classes: chance is the majority share, not 1/classes
+    assert diagnose("s", history([0.7, 0.1], [75.0, 75.0]), 75.0, config)[0][0] == "eval_mismatch"
+
+
+def test_learning_rate_warms_up_then_follows_the_schedule() -> None:
+    factor = lr_factor("cosine", 0.1, 100)
+    assert [round(factor(s), 4) for s in range(3)] == [round(1 / 11, 4), round(2 / 11, 4), round(3 / 11, 4)]
+    assert factor(9) == pytest.approx(10 / 11) and factor(10) == 1.0
+    assert factor(55) == pytest.approx(0.5) and factor(100) == pytest.approx(0.0)
+    assert lr_factor("constant", 0.1, 100)(50) == 1.0
+    assert lr_factor("cosine", 0.0, 100)(0) == 1.0  # warm-up off: the old schedule
+    params = [nn.Parameter(torch.zeros(2, 2))]
+    config = TrainConfig(lr=0.01, warmup=0.05)
+    optimizer = build_optimizer(params, config)
+    build_scheduler(optimizer, config, total_steps=200)
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.01 / 11)  # the first step is not a full-size one
