@@ -83,7 +83,10 @@ def test_interrupted_export_is_redone_without_redoing_distill(tmp_path: Path,
 
 def test_kill_9_during_distill_then_run_again_completes(tmp_path: Path) -> None:
     flags = []
-    for key, value in tiny_overrides(**{**FAST_REST, "student.train.epochs": 30}).items():
+    # a 2-epoch 8×8 model's INT8 predictions agree with its FP32 ones on only ~96 % of the test images: this test
+    # is about kill -9, so the INT8 parity gate is set where such a model passes it
+    tiny = tiny_overrides(**{**FAST_REST, "student.train.epochs": 30, "bench.int8_min_agreement": 90})
+    for key, value in tiny.items():
         flags += ["--set", f"{key}={json.dumps(value)}"]
     command = [sys.executable, "-m", "kd2trt", "run", "--out", str(tmp_path / "run"), *flags]
     env = {**os.environ, "PYTHONPATH": child_pythonpath()}
