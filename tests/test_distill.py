@@ -215,6 +215,38 @@ def test_torchrun_two_cpu_processes(tmp_path: Path) -> None:
     assert summary["student"]["test_top1"] > 40.0
 
 
+def test_resume_under_torchrun_is_bit_identical(tmp_path: Path) -> None:
+    """kill -9 of a 2-process torchrun mid-distillation, then --resume: the same student as a run that never
+    stopped, tensor for tensor (as single-process resume is)."""
+    flags = _set_flags(tiny_overrides(**{"distill.baseline": False, "student.train.epochs": 20}))
+    env = {**os.environ, "PYTHONPATH": child_pythonpath(), "OMP_NUM_THREADS": "1"}
+
+    def torchrun(out: Path, *extra: str) -> list[str]:
+        return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m",
+                "kd2trt", "distill", "--out", str(out), *flags, *extra]
+
+    straight = subprocess.run(torchrun(tmp_path / "straight"), cwd=tmp_path, capture_output=True, text=True,
+                              timeout=300, env=env)
+    assert straight.returncode == 0, straight.stderr[-2000:]
+    run_dir = tmp_path / "killed"
+    process = subprocess.Popen(torchrun(run_dir), cwd=tmp_path, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, env=env)
+    metrics, deadline = run_dir / "student.metrics.json", time.time() + 180
+    while time.time() < deadline and not (metrics.is_file() and len(json.loads(metrics.read_text())) >= 2):
+        time.sleep(0.1)
+    # the launcher and both ranks (torchrun's workers leave its process group): everything naming this run
+    subprocess.run(["pkill", "-9", "-f", str(run_dir)], check=False)
+    process.wait()
+    done = len(json.loads(metrics.read_text()))
+    assert 2 <= done < 20
+    resumed = subprocess.run(torchrun(run_dir, "--resume"), cwd=tmp_path, capture_output=True, text=True,
+                             timeout=300, env=env)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert json.loads((run_dir / "distill.json").read_text())["student"]["resumed_from_epoch"] >= done - 1
+    a, b = (torch.load(d / "student.pt", weights_only=True)["state_dict"] for d in (tmp_path / "straight", run_dir))
+    assert all(torch.equal(a[key], b[key]) for key in a)
+
+
 def test_ddp_ranks_end_every_stage_with_the_same_model(tmp_path: Path) -> None:
     """BatchNorm statistics and the best-epoch choice used to differ between ranks (12 of 38 teacher entries)."""
     overrides = tiny_overrides(**{"teacher.train.epochs": 3, "student.train.epochs": 3})
