@@ -181,6 +181,12 @@ class ExportConfig(_Strict):
         "such as 10.14.1 or 11.0")
     teacher: bool = Field(True, description="also export the teacher (for bench)")
 
+    @model_validator(mode="after")
+    def _budget_needs_int8(self) -> ExportConfig:
+        if self.int8_budget is not None and not self.int8:
+            raise ValueError("int8_budget is set but int8 is off: an INT8 budget needs the INT8 export (--int8)")
+        return self
+
     @field_validator("trt_versions")
     @classmethod
     def _trt_versions(cls, values: list[str]) -> list[str]:

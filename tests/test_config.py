@@ -169,3 +169,9 @@ def test_the_cli_prints_the_empty_recipe_warning_as_one_line(tmp_path: Path) -> 
     assert lines[0] == f"warning: {recipe}: the recipe is empty, so every setting is the default " \
                        "(see pipeline/digits.yaml)", lines
     assert len(lines) == 2 and lines[1].startswith("error:") and "missing.pt" in lines[1], lines
+
+
+def test_an_int8_budget_without_int8_is_refused() -> None:
+    with pytest.raises(Kd2trtError, match="int8_budget is set but int8 is off"):
+        load_config(None, {"export.int8": False, "export.int8_budget": 0.5})
+    assert load_config(None, {"export.int8_budget": 0.5}).export.int8_budget == 0.5
