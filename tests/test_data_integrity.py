@@ -13,7 +13,7 @@ from rich.console import Console
 
 from kd2trt.bench.stage import BenchRequest, run_bench
 from kd2trt.config import BenchConfig, DataConfig, load_config
-from kd2trt.data import data_fingerprint, load_data, split_record
+from kd2trt.data import data_fingerprint, split_record
 from kd2trt.distill.checkpoint import data_of, read_checkpoint
 from kd2trt.distill.train import run_distill
 from kd2trt.errors import Kd2trtError
@@ -83,10 +83,14 @@ def test_the_fingerprint_sees_deleted_added_and_touched_files(digits_folder: Pat
     assert data_fingerprint(DataConfig()) == data_fingerprint(DataConfig())  # the embedded digits: stable
 
 
-def test_old_checkpoints_without_splits_are_still_read(tmp_path: Path) -> None:
+def test_old_checkpoints_without_splits_are_still_read(folder_run: tuple[Path, Path]) -> None:
     """Checkpoints of earlier kd2trt versions carry no split record: they re-split from the seed, as before."""
-    data = load_data(DataConfig(image_size=8))
-    assert len(data.test) == len(load_data(DataConfig(image_size=8), data.preprocessing, recorded=None).test)
+    _, run = folder_run
+    checkpoint = read_checkpoint(run / "student.pt")
+    recorded = checkpoint.pop("splits")
+    rebuilt = data_of(checkpoint)  # the seeded re-split of the unchanged folder: the same splits
+    assert [s.key for s in rebuilt.test.samples] == recorded["test"]["keys"]
+    assert data_of({**checkpoint, "splits": recorded}).test.samples == rebuilt.test.samples
 
 
 def test_kd2trt_run_reruns_distill_when_the_data_changed(digits_folder: Path, tmp_path: Path,

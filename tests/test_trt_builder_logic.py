@@ -9,19 +9,17 @@ import pytest
 from kd2trt.errors import Kd2trtError
 from kd2trt.runner import split_batches
 from kd2trt.targets import TrtVersion
-from kd2trt.trt.builder import (
+from kd2trt.trt.builder import ParserIssue, format_parser_errors, read_timing_cache
+from kd2trt.trt.capabilities import TrtCapabilities
+from kd2trt.trt.plan import plan_precision
+from kd2trt.trt.wiring import (
     DEFAULT_MAX_BATCH,
-    ParserIssue,
     ProfileShapes,
     default_workspace_mb,
-    format_parser_errors,
-    read_timing_cache,
     resolve_profile,
     timing_cache_filename,
     validate_build_options,
 )
-from kd2trt.trt.capabilities import TrtCapabilities
-from kd2trt.trt.plan import plan_precision
 
 ALL = ["onnx", "fp16_onnx", "qdq_onnx", "calib_cache"]
 ORIN = TrtCapabilities(TrtVersion(10, 3, 0), "10.3.0.30", strongly_typed_flag=True, version_compatible=True,

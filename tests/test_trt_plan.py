@@ -12,7 +12,6 @@ import pytest
 
 from kd2trt.errors import Kd2trtError
 from kd2trt.targets import TrtVersion
-from kd2trt.trt.builder import ProfileShapes, validate_build_options
 from kd2trt.trt.capabilities import TrtCapabilities
 from kd2trt.trt.plan import (
     EXPORT_FP16_COMMAND,
@@ -21,6 +20,7 @@ from kd2trt.trt.plan import (
     discover_artifacts,
     plan_precision,
 )
+from kd2trt.trt.wiring import ProfileShapes, validate_build_options
 
 CAPS = {
     "8.5": TrtCapabilities(TrtVersion(8, 5, 2), "8.5.2.2", weak_typing=True, has_calibrator=True,

@@ -51,32 +51,15 @@ from kd2trt.manifests import EngineManifest, JetsonRecord, PlanRecord
 from kd2trt.trt.calibrator import raise_calibration_error
 from kd2trt.trt.manifest import write_manifest
 from kd2trt.trt.wiring import (
-    DEFAULT_MAX_BATCH,
     BuildSettings,
-    ProfileShapes,
     RuntimeSettings,
     apply_build_settings,
     apply_runtime_settings,
     check_network_input,
-    default_workspace_mb,
     network_creation_flags,
-    resolve_profile,
-    timing_cache_filename,
-    validate_build_options,
 )
 
-__all__ = [
-    "DEFAULT_MAX_BATCH",
-    "ParserIssue",
-    "ProfileShapes",
-    "build_engine",
-    "default_workspace_mb",
-    "format_parser_errors",
-    "read_timing_cache",
-    "resolve_profile",
-    "timing_cache_filename",
-    "validate_build_options",
-]
+__all__ = ["ParserIssue", "build_engine", "format_parser_errors", "read_timing_cache"]
 
 log = logging.getLogger(__name__)
 
