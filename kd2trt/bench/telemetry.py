@@ -295,6 +295,9 @@ class TegrastatsSampler:
             for line in stream:
                 rails = parse_tegrastats_line(line)
                 now = time.monotonic()
+                stopped = self._stopped_at
+                if stopped is not None:  # drained after stop(): written before tegrastats was stopped
+                    now = min(now, stopped)
                 with self._lock:
                     if rails:
                         self._samples.append(PowerSample(t=now, rails_mw=rails))
