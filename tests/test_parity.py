@@ -59,7 +59,7 @@ def test_classes_swapped_are_refused(tolerance: Tolerance, scale: float) -> None
     swapped[:, [2, 7]] = swapped[:, [7, 2]]
     parity = compare(reference, swapped, tolerance)
     assert not parity.within_tolerance and parity.max_rel_diff > 0.1
-    with pytest.raises(Kd2trtError, match=r"^m\.onnx: parity failed — max \|Δlogit\| .* of the image's logit "
+    with pytest.raises(Kd2trtError, match=r"^m\.onnx: parity failed — max \|Δlogit\| .* of an image's logit "
                                           r"range .*; the exported graph does not compute what the model does "
                                           r"\(tolerance: export\.\S+ / export\.\S+, flags --\S+ / --\S+\)$"):
         require(parity, "m.onnx", TOLERANCE_KEYS["fp32"])

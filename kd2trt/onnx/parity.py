@@ -105,7 +105,7 @@ def describe(parity: Parity) -> str:
     """The figures of a comparison made with a tolerance, absolute and relative, for messages and logs."""
     if parity.tolerance_used is None:
         raise ValueError("parity was compared without a tolerance; pass one to compare()")
-    return (f"max |Δlogit| {parity.max_abs_diff:.3g} = {parity.max_rel_diff:.3g} of the image's logit range "
+    return (f"max |Δlogit| {parity.max_abs_diff:.3g}, at most {parity.max_rel_diff:.3g} of an image's logit range "
             f"({parity.tolerance_used:.2f}× the tolerance {parity.atol:g} + {parity.rtol:g}·range; top-1 "
             f"agreement {parity.top1_agreement:.2f}% on {parity.samples} images)")
 
