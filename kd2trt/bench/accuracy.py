@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from kd2trt.metrics import top1
+from kd2trt.metrics import balanced_accuracy, per_class_recall, top1
 
 
 def _log_softmax(logits: np.ndarray) -> np.ndarray:
@@ -16,9 +16,10 @@ def _log_softmax(logits: np.ndarray) -> np.ndarray:
 
 def accuracy(logits: np.ndarray, labels: np.ndarray, teacher_logits: np.ndarray,
              reference_logits: np.ndarray | None, classes: list[str]) -> dict[str, Any]:
-    """top-1 (top-5 with ≥ 10 classes), agreement with and KL(teacher ‖ model), max |Δ| vs the FP32 student."""
+    """top-1 (top-5 with ≥ 10 classes), balanced accuracy and per-class recall, agreement with and
+    KL(teacher ‖ model), max |Δ| vs the FP32 student."""
     predictions = logits.argmax(1)
-    out: dict[str, Any] = {"top1": top1(logits, labels)}
+    out: dict[str, Any] = {"top1": top1(logits, labels), "balanced_accuracy": balanced_accuracy(logits, labels)}
     if logits.shape[1] >= 10:
         top5 = np.argsort(-logits, axis=1)[:, :5]
         out["top5"] = float((top5 == labels[:, None]).any(axis=1).mean() * 100)
@@ -28,8 +29,5 @@ def accuracy(logits: np.ndarray, labels: np.ndarray, teacher_logits: np.ndarray,
     if reference_logits is not None:
         out["max_abs_diff_vs_fp32_student"] = float(np.abs(logits - reference_logits).max())
         out["agreement_with_fp32_student"] = float((predictions == reference_logits.argmax(1)).mean() * 100)
-    out["per_class_top1"] = {
-        name: float((predictions[labels == index] == index).mean() * 100) if (labels == index).any() else None
-        for index, name in enumerate(classes)
-    }
+    out["per_class_recall"] = dict(zip(classes, per_class_recall(logits, labels, len(classes)), strict=True))
     return out
