@@ -9,11 +9,13 @@ repository root:
 
     .venv/bin/python bench/channels_last.py                      # writes bench/results/channels_last.json
     .venv/bin/python bench/channels_last.py --models cnn,resnet18 --sizes 32 --repeats 5
+    .venv/bin/python bench/channels_last.py --models digits-student,digits-teacher --sizes 16 --append
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import statistics
@@ -33,9 +35,14 @@ FORMATS = {"contiguous": torch.contiguous_format, "channels_last": torch.channel
 
 
 def _spec(arch: str, classes: int) -> dict[str, Any]:
-    """The zoo's students: torchvision names as they are, the built-in cnn at the zoo's size."""
+    """The zoo's students (torchvision names as they are, the built-in cnn at the zoo's size, 3 channels), and
+    the default digits recipe's 1-channel student and teacher (`digits-student`, `digits-teacher`)."""
     if arch == "cnn":
         return model_spec("cnn", 3, classes, [16, 32, 64, 128], blocks=2)
+    if arch == "digits-student":
+        return model_spec("cnn", 1, classes, [8, 16, 32], blocks=1)
+    if arch == "digits-teacher":
+        return model_spec("cnn", 1, classes, [32, 64, 128], blocks=2)
     return model_spec(arch, 3, classes)
 
 
@@ -70,8 +77,9 @@ def _time(fn: Callable[[], None]) -> float:
 def measure_pair(arch: str, size: int, batch: int, repeats: int, warmup: int) -> dict[str, Any]:
     """Train-step and eval-forward seconds of one model at one size, in both formats, interleaved."""
     torch.manual_seed(0)
-    base = build_model(_spec(arch, 10))
-    images = torch.randn(batch, 3, size, size)
+    spec = _spec(arch, 10)
+    base = build_model(spec)
+    images = torch.randn(batch, spec["in_channels"], size, size)
     labels = torch.randint(0, 10, (batch,))
     fns: dict[str, dict[str, Callable[[], None]]] = {}
     logits = {}
@@ -116,20 +124,28 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (default: torch's own); 1 is steadier on a shared machine")
     parser.add_argument("--out", type=Path, default=Path("bench/results/channels_last.json"))
+    parser.add_argument("--append", action="store_true", help="add the rows to those already in --out")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     load_before = os.getloadavg()
-    rows = []
+    earlier = json.loads(args.out.read_text()) if args.append and args.out.is_file() else None
+    rows = list(earlier["rows"]) if earlier else []
     for arch in args.models.split(","):
         for size in (int(s) for s in args.sizes.split(",")):
-            row = measure_pair(arch, size, args.batch, args.repeats, args.warmup)
+            row = {**measure_pair(arch, size, args.batch, args.repeats, args.warmup),
+                   "threads": torch.get_num_threads()}
             rows.append(row)
             print(f"{arch:20s} {size:3d}px  train ×{row['train_step']['speedup_median']:.2f} "
                   f"(contiguous {row['train_step']['contiguous']['median_s'] * 1e3:7.1f} ms)  "
                   f"eval ×{row['eval_forward']['speedup_median']:.2f} "
                   f"(contiguous {row['eval_forward']['contiguous']['median_s'] * 1e3:7.1f} ms)", flush=True)
-    result = {
+    if earlier:
+        earlier["rows"] = rows
+        earlier.setdefault("appended", []).append({"models": args.models, "sizes": args.sizes, "batch": args.batch,
+                                                   "threads": torch.get_num_threads(),
+                                                   "load_average_before": load_before})
+    result = earlier or {
         "what": "speed-up = contiguous median / channels_last median (> 1: channels_last faster)",
         "environment": {"cpu": _cpu(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                         "torch": torch.__version__, "load_average_before": load_before,

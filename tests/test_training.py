@@ -193,3 +193,4 @@ def test_channels_last_trains_in_that_layout_and_saves_contiguous_weights(tmp_pa
     assert layouts == [(True, True), (True, True)]
     assert all(p.is_contiguous() for p in model.parameters())  # handed on (export, bench) as NCHW
     assert use_channels_last("on", torch.device("cpu")) and not use_channels_last("off", torch.device("cpu"))
+    assert use_channels_last("auto", torch.device("cpu")) and not use_channels_last("auto", torch.device("cuda"))
