@@ -397,8 +397,11 @@ def run_distill(config: RunConfig, run_dir: Path | None = None, *, resume: Resum
     summary = _summary(config, run, reports, clock.total())
     if run.ctx.is_main:
         atomic_write_json(run.layout.distill_summary, summary)
-        console.print(_summary_table(reports, run.data.classes, summary["test_imbalanced"]
-                                     or "balanced" in (config.data.class_weights, config.data.sampler)))
+        imbalanced = summary["test_imbalanced"] or "balanced" in (config.data.class_weights, config.data.sampler)
+        console.print(_summary_table(reports, imbalanced))
+        recalls = _recall_table(reports, run.data.classes) if imbalanced else None
+        if recalls is not None:
+            console.print(recalls)
         console.print(f"checkpoints, metrics and distill.json in {run_dir}")
     if run.tensorboard is not None:
         run.tensorboard.close()
@@ -431,27 +434,42 @@ def _summary(config: RunConfig, run: DistillRun, reports: list[StageReport], sec
     return summary
 
 
-#: the console table lists each class's recall only up to this many classes (distill.json always has them)
-RECALL_COLUMNS_MAX_CLASSES = 4
+#: the console lists each class's recall up to this many classes (distill.json always has them)
+RECALL_TABLE_MAX_CLASSES = 10
 
 
-def _summary_table(reports: list[StageReport], classes: list[str], imbalanced: bool) -> Table:
-    """The console summary. With an imbalanced test split (or an imbalance option on) it adds balanced accuracy
-    and, for a few classes, each class's recall: top-1 alone hides a model that favours the majority class."""
+def _summary_table(reports: list[StageReport], imbalanced: bool) -> Table:
+    """The console summary. With an imbalanced test split (or an imbalance option on) it adds balanced accuracy:
+    top-1 alone hides a model that favours the majority class."""
     table = Table(title="kd2trt distill — test split")
-    recalls = imbalanced and len(classes) <= RECALL_COLUMNS_MAX_CLASSES
     columns = ["model", "params", "test top-1"] + (["test bal. acc"] if imbalanced else []) \
-        + ([f"recall {name}" for name in classes] if recalls else []) + ["val top-1", "best epoch", "s/epoch"]
+        + ["val top-1", "best epoch", "s/epoch"]
     for column in columns:
         table.add_column(column, justify="right" if column != "model" else "left")
     for report in reports:
         d = report.as_dict()
-        name = {"student": "student (KD)", "baseline": "student (scratch)"}.get(report.role, report.role)
-        extra = ([f"{report.test.balanced_accuracy:.2f}%"] if imbalanced else []) + (
-            [_percent(report.test.per_class_recall[c]) for c in classes] if recalls else [])
-        table.add_row(name, f"{report.params:,}", f"{report.test_top1:.2f}%", *extra, f"{report.val_top1:.2f}%",
-                      str(d.get("best_epoch", "—")), f"{d['train_seconds_per_epoch']:.2f}" if report.fit else "—")
+        extra = [f"{report.test.balanced_accuracy:.2f}%"] if imbalanced else []
+        table.add_row(_display_name(report.role), f"{report.params:,}", f"{report.test_top1:.2f}%", *extra,
+                      f"{report.val_top1:.2f}%", str(d.get("best_epoch", "—")),
+                      f"{d['train_seconds_per_epoch']:.2f}" if report.fit else "—")
     return table
+
+
+def _recall_table(reports: list[StageReport], classes: list[str]) -> Table | None:
+    """Each model's test recall per class, beside the summary when classes are imbalanced (and few)."""
+    if len(classes) > RECALL_TABLE_MAX_CLASSES:
+        return None
+    table = Table(title="test recall per class")
+    table.add_column("model")
+    for name in classes:
+        table.add_column(name, justify="right")
+    for report in reports:
+        table.add_row(_display_name(report.role), *(_percent(report.test.per_class_recall[c]) for c in classes))
+    return table
+
+
+def _display_name(role: str) -> str:
+    return {"student": "student (KD)", "baseline": "student (scratch)"}.get(role, role)
 
 
 def _percent(value: float | None) -> str:
