@@ -41,6 +41,8 @@ DISTILL_FLAGS = (
     Flag("data.spec", "--data"),
     Flag("seed", "--seed"),
     Flag("data.labeled_fraction", "--labeled-fraction"),
+    Flag("data.class_weights", "--class-weights"),
+    Flag("data.sampler", "--sampler"),
     Flag("teacher.train.epochs", "--teacher-epochs"),
     Flag("student.train.epochs", "--student-epochs"),
     Flag("teacher.weights", "--teacher-weights"),

@@ -64,6 +64,14 @@ class DataConfig(_Strict):
     augment: bool = Field(False, description="random crop + flip; disables the teacher soft-label cache")
     batch_size: int = Field(64, ge=1)
     num_workers: int = Field(0, ge=0)
+    class_weights: Literal["none", "balanced"] = Field(
+        "none", description="weights of the hard-label CE term: balanced = n / (classes · count) per class, "
+        "counted over the labels each stage's CE sees (sklearn's 'balanced'); the soft-label KD term is not "
+        "weighted")
+    sampler: Literal["random", "balanced"] = Field(
+        "random", description="how training batches are drawn: random = a shuffle of the training split; "
+        "balanced = every class equally often, with replacement (torch's WeightedRandomSampler), by the labels "
+        "the stage may use (the KD student: its labels, the teacher's predictions for the unlabeled rest)")
 
     @field_validator("channels")
     @classmethod
@@ -100,6 +108,12 @@ class TrainConfig(_Strict):
         "averages over this many training images (0: off), so the evaluated and checkpointed model is the one "
         "trained (MobileNetV3's BN momentum 0.01 leaves them near their init after few steps)")
     amp: bool = Field(True, description="mixed precision on CUDA (ignored on CPU)")
+    select_metric: Literal["auto", "top1", "balanced_accuracy"] = Field(
+        "auto", description="validation figure the best epoch is chosen by; auto: balanced_accuracy when "
+        "data.class_weights or data.sampler is balanced, else top1")
+    channels_last: Literal["auto", "on", "off"] = Field(
+        "auto", description="train (and recompute BatchNorm statistics) in the channels_last memory format; "
+        "auto: on where bench/channels_last.py measured it faster. Checkpoints and ONNX are layout-free")
 
 
 class ModelConfig(_Strict):

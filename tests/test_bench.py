@@ -79,7 +79,8 @@ def test_accuracy_figures() -> None:
     assert out["top1"] == 50.0
     assert out["agreement_with_teacher"] == 75.0
     assert out["max_abs_diff_vs_fp32_student"] == 5.0
-    assert out["per_class_top1"] == {"a": 50.0, "b": 100.0, "c": 0.0}
+    assert out["per_class_recall"] == {"a": 50.0, "b": 100.0, "c": 0.0}
+    assert out["balanced_accuracy"] == 50.0  # (50 + 100 + 0) / 3
     assert "top5" not in out  # fewer than 10 classes
     assert accuracy(teacher, labels, teacher, None, ["a", "b", "c"])["kl_to_teacher"] == pytest.approx(0.0)
     assert out["kl_to_teacher"] > 1.0

@@ -121,3 +121,76 @@ def test_learning_rate_warms_up_then_follows_the_schedule() -> None:
     optimizer = build_optimizer(params, config)
     build_scheduler(optimizer, config, total_steps=200)
     assert optimizer.param_groups[0]["lr"] == pytest.approx(0.01 / 11)  # the first step is not a full-size one
+
+
+# ------------------------------------------------------------------------------------------ in-epoch progress
+def test_plain_progress_prints_every_interval_on_a_fake_clock() -> None:
+    from kd2trt.distill.loop import PlainProgress, format_duration
+
+    now = [100.0]
+    out = io.StringIO()
+    progress = PlainProgress(Console(file=out, width=200), "teacher 3/10", 400, enabled=True, interval=20.0,
+                             clock=lambda: now[0])
+    now[0] = 110.0
+    progress.update(60, 0.9)           # 10 s in: too early
+    assert out.getvalue() == ""
+    now[0] = 120.0
+    progress.update(120, 0.4321)       # 20 s for 120 batches: 280 left at 1/6 s each
+    now[0] = 125.0
+    progress.update(150, 0.4)          # 5 s after the last line: nothing
+    assert out.getvalue().splitlines() == ["teacher 3/10  batch 120/400  loss 0.4321  eta 47s"]
+    silent = io.StringIO()
+    off = PlainProgress(Console(file=silent), "x", 10, enabled=False, interval=0.0, clock=lambda: now[0])
+    off.update(5, 1.0)
+    assert silent.getvalue() == ""
+    assert [format_duration(s) for s in (42, 80, 3725)] == ["42s", "1m20s", "1h02m"]
+
+
+def test_fit_prints_progress_lines_only_off_a_terminal_and_changes_no_number(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import kd2trt.distill.loop as loop
+
+    data = load_data(DataConfig(image_size=8))
+    config = TrainConfig(epochs=1, bn_recalibration_images=0)
+    torch.manual_seed(0)
+    quiet = _fit(tmp_path / "quiet", slow_bn_net(), data.train, data.val, config, Console(file=io.StringIO()))
+    monkeypatch.setattr(loop, "PLAIN_PROGRESS_SECONDS", 0.0)
+    log = io.StringIO()
+    torch.manual_seed(0)
+    logged = _fit(tmp_path / "log", slow_bn_net(), data.train, data.val, config, Console(file=log, width=200))
+    lines = [line for line in log.getvalue().splitlines() if "  batch " in line]
+    steps = -(-len(data.train) // 64)
+    assert lines[0].startswith(f"student 1/1  batch 1/{steps}  loss ") and len(lines) == steps
+    terminal = io.StringIO()
+    _fit(tmp_path / "tty", slow_bn_net(), data.train, data.val, config,
+         Console(file=terminal, force_terminal=True, width=200))
+    assert "  batch 1/" not in terminal.getvalue()
+    assert [h["train_loss"] for h in logged.history] == [h["train_loss"] for h in quiet.history]
+
+
+# ------------------------------------------------------------------------------------------ channels_last
+def test_channels_last_trains_in_that_layout_and_saves_contiguous_weights(tmp_path: Path) -> None:
+    from kd2trt.distill.loop import use_channels_last
+
+    torch.manual_seed(0)
+    data = [(torch.randn(3, 8, 8), i % 10, i) for i in range(128)]  # 3 channels: with 1 both layouts coincide
+    layouts: list[tuple[bool, bool]] = []
+
+    def step(module, batch):
+        images, labels, _ = batch
+        layouts.append((not images.is_contiguous() and images.is_contiguous(memory_format=torch.channels_last),
+                        not module[3].weight.is_contiguous()))
+        loss = nn.functional.cross_entropy(module(images), labels)
+        return loss, {"ce": float(loss.detach())}
+
+    model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+                          nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(32, 10))
+    stage = Stage("student", TrainConfig(epochs=1), model, model, data, step,
+                  lambda m, _: {"state": m.state_dict()}, "h", channels_last=True)
+    fit(stage, data, CPU, RunLayout(tmp_path), seed=0, batch_size=64, num_workers=0, resume=False,
+        console=Console(file=io.StringIO()))
+    assert layouts == [(True, True), (True, True)]
+    assert all(p.is_contiguous() for p in model.parameters())  # handed on (export, bench) as NCHW
+    assert use_channels_last("on", torch.device("cpu")) and not use_channels_last("off", torch.device("cpu"))
+    assert use_channels_last("auto", torch.device("cpu")) and not use_channels_last("auto", torch.device("cuda"))

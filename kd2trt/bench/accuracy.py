@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from kd2trt.metrics import top1
+from kd2trt.metrics import balanced_accuracy, per_class_recall, top1
 from kd2trt.onnx.parity import Tolerance, compare
 
 
@@ -18,11 +18,12 @@ def _log_softmax(logits: np.ndarray) -> np.ndarray:
 def accuracy(logits: np.ndarray, labels: np.ndarray, teacher_logits: np.ndarray,
              reference_logits: np.ndarray | None, classes: list[str], tolerance: Tolerance | None = None
              ) -> dict[str, Any]:
-    """top-1 (top-5 with ≥ 10 classes), agreement with and KL(teacher ‖ model), parity with the FP32 student.
+    """top-1 (top-5 with ≥ 10 classes), balanced accuracy and per-class recall, agreement with and
+    KL(teacher ‖ model), parity with the FP32 student.
 
     The parity is kd2trt.onnx.parity's comparison — the export gates' own — against `tolerance` when given."""
     predictions = logits.argmax(1)
-    out: dict[str, Any] = {"top1": top1(logits, labels)}
+    out: dict[str, Any] = {"top1": top1(logits, labels), "balanced_accuracy": balanced_accuracy(logits, labels)}
     if logits.shape[1] >= 10:
         top5 = np.argsort(-logits, axis=1)[:, :5]
         out["top5"] = float((top5 == labels[:, None]).any(axis=1).mean() * 100)
@@ -34,8 +35,5 @@ def accuracy(logits: np.ndarray, labels: np.ndarray, teacher_logits: np.ndarray,
         out["parity_vs_fp32_student"] = parity.as_dict()
         out["max_abs_diff_vs_fp32_student"] = parity.max_abs_diff
         out["agreement_with_fp32_student"] = parity.top1_agreement
-    out["per_class_top1"] = {
-        name: float((predictions[labels == index] == index).mean() * 100) if (labels == index).any() else None
-        for index, name in enumerate(classes)
-    }
+    out["per_class_recall"] = dict(zip(classes, per_class_recall(logits, labels, len(classes)), strict=True))
     return out

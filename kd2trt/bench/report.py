@@ -19,8 +19,36 @@ def _size(n: int | None) -> str:
     return f"{n / 1e6:.2f} MB" if n >= 1e6 else f"{n / 1e3:.1f} kB"
 
 
+#: the per-class recall table of an imbalanced test split lists at most this many classes (JSON has them all)
+RECALL_TABLE_MAX_CLASSES = 10
+
+
+def _imbalance_note(result: dict[str, Any]) -> str:
+    """The test split's class counts, when it is imbalanced: what balanced accuracy is shown for."""
+    counts = ", ".join(f"{name} {n}" for name, n in result["class_counts"].items())
+    return f" Imbalanced classes ({counts}): balanced accuracy = mean per-class recall."
+
+
+def _recall_table(rows: list[dict[str, Any]], classes: list[str]) -> list[str]:
+    """Each row's recall per class (%), for an imbalanced test split with few enough classes."""
+    if len(classes) > RECALL_TABLE_MAX_CLASSES:
+        return []
+    lines = ["", "Per-class recall (test):", "",
+             "| model | backend | precision | " + " | ".join(classes) + " |",
+             "|---|---|---|" + "---:|" * len(classes)]
+    for row in rows:
+        recall = row["accuracy"]["per_class_recall"]
+        cells = " | ".join("—" if recall.get(c) is None else f"{recall[c]:.1f}%" for c in classes)
+        lines.append(f"| {row['model']} | {row['backend']} | {row['precision']} | {cells} |")
+    return lines
+
+
 def markdown(result: dict[str, Any]) -> str:
+    """The report people read. Balanced accuracy and per-class recall appear only for an imbalanced test split
+    (`test_imbalanced`), where top-1 alone flatters a model that favours the majority class; report.json always
+    has them."""
     rows = result["rows"]
+    imbalanced = bool(result.get("test_imbalanced"))
     b0, b_max = result["batch_sizes"][0], result["batch_sizes"][-1]
     env = result["environment"]
     # GPU compute (CUDA events) gets a column only when some row has it: CPU-only reports stay narrow
@@ -29,12 +57,13 @@ def markdown(result: dict[str, Any]) -> str:
         f"# kd2trt bench — {result['run']}",
         "",
         f"Test split: {result['test_images']} images of `{result['data_spec']}`, {result['num_classes']} classes. "
-        f"Machine: {env['machine']}. Latency: {result['protocol']}.",
+        f"Machine: {env['machine']}. Latency: {result['protocol']}." + (_imbalance_note(result) if imbalanced else ""),
         "",
-        f"| model | backend | precision | device | params | file | top-1 | Δ vs teacher | agreement | "
-        f"p50 ms (b={b0}) | p99 ms (b={b0}) | " + (f"GPU compute p50 ms (b={b0}) | " if gpu else "")
-        + f"img/s (b={b_max}) | speed-up |",
-        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if gpu else "") + "---:|---:|",
+        "| model | backend | precision | device | params | file | top-1 | " + ("bal. acc | " if imbalanced else "")
+        + f"Δ vs teacher | agreement | p50 ms (b={b0}) | p99 ms (b={b0}) | "
+        + (f"GPU compute p50 ms (b={b0}) | " if gpu else "") + f"img/s (b={b_max}) | speed-up |",
+        "|---|---|---|---|---:|---:|---:|" + ("---:|" if imbalanced else "") + "---:|---:|---:|---:|"
+        + ("---:|" if gpu else "") + "---:|---:|",
     ]
     for row in rows:
         # a batch size outside a TensorRT engine's profile is not measured for that row (its notes say so)
@@ -45,10 +74,14 @@ def markdown(result: dict[str, Any]) -> str:
         host = (f"{first['host']['median_ms']:.3f} | {first['host']['p99_ms']:.3f}" if first else "— | —")
         throughput = f"{last['throughput_ips']:,.0f}" if last else "—"
         speedup = f"{row['speedup_vs_teacher']:.1f}×" if row["speedup_vs_teacher"] is not None else "—"
+        balanced = f"{row['accuracy']['balanced_accuracy']:.2f}% | " if imbalanced else ""
         lines.append(
             f"| {row['model']} | {row['backend']} | {row['precision']} | {row['device']} | {params} | "
-            f"{_size(row.get('file_bytes'))} | {row['accuracy']['top1']:.2f}% | {row['delta_top1_vs_teacher']:+.2f} | "
+            f"{_size(row.get('file_bytes'))} | {row['accuracy']['top1']:.2f}% | {balanced}"
+            f"{row['delta_top1_vs_teacher']:+.2f} | "
             f"{row['accuracy']['agreement_with_teacher']:.1f}% | {host} | {gpu_cell}{throughput} | {speedup} |")
+    if imbalanced:
+        lines += _recall_table(rows, result["classes"])
     powered = [(row, b, lat["power"]) for row in rows for b, lat in row["latency"].items()
                if "power" in lat and "mean_w" in lat["power"]]
     if powered:

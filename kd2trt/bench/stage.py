@@ -32,6 +32,7 @@ from kd2trt.distill.distributed import resolve_device
 from kd2trt.errors import Kd2trtError
 from kd2trt.evaluation import TorchRunner
 from kd2trt.layout import PRECISIONS, RunLayout
+from kd2trt.metrics import class_counts, is_imbalanced
 from kd2trt.onnx.runtime import PROVIDER_DEVICES, OrtRunner, ort_backends
 from kd2trt.provenance import tool_versions
 from kd2trt.results import StageResult
@@ -228,7 +229,9 @@ def run_bench(request: BenchRequest, config: BenchConfig, console: Console | Non
         row["speedup_vs_teacher"] = _speedup(teacher_row, row, b0)
     result: dict[str, Any] = {
         "run": request.run_dir.name, "data_spec": student["data"]["spec"], "test_images": len(labels),
-        "num_classes": data.num_classes, "batch_sizes": config.batch_sizes,
+        "num_classes": data.num_classes, "classes": data.classes,
+        "class_counts": dict(zip(data.classes, class_counts(labels, data.num_classes), strict=True)),
+        "test_imbalanced": is_imbalanced(labels, data.num_classes), "batch_sizes": config.batch_sizes,
         "protocol": (f"{config.warmup} warm-up + {config.iterations} timed iterations per batch size"
                      + (f" (at least {config.duration_s:g} s)" if config.duration_s else "")
                      + ", host latency by perf_counter_ns, GPU compute by CUDA events"),

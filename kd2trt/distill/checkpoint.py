@@ -83,7 +83,8 @@ def make_checkpoint(role: str, model_spec: dict[str, Any], state_dict: dict[str,
     checkpoint = {
         "kd2trt": {"format": FORMAT, "role": role, "version": __version__},
         "model": model_spec,
-        "state_dict": {k: v.detach().cpu().clone() for k, v in state_dict.items()},
+        # contiguous whatever layout training used (train.channels_last): the file does not depend on it
+        "state_dict": {k: v.detach().cpu().clone(memory_format=torch.contiguous_format) for k, v in state_dict.items()},
         "classes": list(classes),
         "data": data,
         "preprocessing": preprocessing.model_dump(mode="json"),

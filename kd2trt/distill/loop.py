@@ -20,6 +20,10 @@ What makes real architectures train with one recipe, none special-cased:
 - a linear learning-rate warm-up (`train.warmup`, a share of the steps): AdamW's first steps move every weight
   by about the full learning rate whatever its gradient, which pushes SqueezeNet's final conv (initialised
   with std 0.01, followed by a ReLU) entirely negative — a dead head whose loss stays at ln(classes).
+- `train.channels_last` (auto: on for the CPU, measured by bench/channels_last.py): the trained modules'
+  parameters and each batch's images in the channels_last memory format. Validation and BatchNorm recalibration
+  run on those weights (a convolution follows its weight's layout); at the end of the stage the modules are
+  back in NCHW, and every saved state dict is contiguous, so checkpoints, export and bench see no difference.
 - no silent failure: when validation top-1 stays at chance while the training loss falls, or the loss does
   not move, the loop prints a warning naming the likely cause and records it in the stage's result.
 """
@@ -40,21 +44,23 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 from torch.utils.data.distributed import DistributedSampler
 
 from kd2trt.artifacts import atomic_write_json
 from kd2trt.config import TrainConfig
 from kd2trt.distill.distributed import DistContext
+from kd2trt.distill.sampling import BalancedSampler
 from kd2trt.errors import Kd2trtError
 from kd2trt.evaluation import predict
 from kd2trt.layout import RunLayout
-from kd2trt.metrics import top1
+from kd2trt.metrics import balanced_accuracy, top1
 from kd2trt.torch_io import atomic_torch_save, load_torch
 
 #: True: continue from the resume state, refusing one of another recipe; "matching": continue only from a state of
 #: this recipe, else start afresh (what `kd2trt run` does after a recipe change); False: start afresh.
 Resume = bool | Literal["matching"]
+SelectMetric = Literal["top1", "balanced_accuracy"]
 StepFn = Callable[[nn.Module, tuple[torch.Tensor, torch.Tensor, torch.Tensor]], tuple[torch.Tensor, dict[str, float]]]
 CheckpointFn = Callable[[nn.Module, dict[str, Any]], dict[str, Any]]
 
@@ -71,6 +77,9 @@ class Stage:
     step: StepFn
     make_checkpoint: CheckpointFn  # (model, metrics) -> checkpoint dict for <role>.pt
     config_hash: str
+    sample_weights: torch.Tensor | None = None  # one per train_set item: draw batches by them (data.sampler)
+    select_metric: SelectMetric = "top1"        # the validation figure the best epoch is chosen by
+    channels_last: bool = False                 # train and recompute BatchNorm statistics in channels_last
 
 
 @dataclass
@@ -81,12 +90,19 @@ class FitResult:
     nothing: a stage trained in one go and merely found finished stays None."""
 
     best_epoch: int
-    best_val_top1: float
+    best_val_top1: float          # validation top-1 of the best epoch (chosen by `select_metric`)
     epochs_run: int
     seconds: float
     history: list[dict[str, Any]] = field(default_factory=list)
     resumed_from: int | None = None
     warnings: list[str] = field(default_factory=list)
+    select_metric: SelectMetric = "top1"
+
+    def best_score(self) -> float:
+        """The selection figure of the best epoch so far; -inf before the first."""
+        if self.best_epoch < 1:
+            return -math.inf
+        return float(self.history[self.best_epoch - 1][f"val_{self.select_metric}"])
 
 
 @dataclass
@@ -104,6 +120,20 @@ class WallClock:
         """Take over the total recorded in a resume state read by this call (the latest one counts)."""
         if recorded is not None:
             self.earlier = max(self.earlier, float(recorded))
+
+
+#: what `train.channels_last: auto` means per device type, from bench/channels_last.py (bench/results/
+#: channels_last*.json, 2 passes, 1 torch thread on the shared 2-core CI machine): on the CPU a training step was
+#: 1.1–1.45× faster for 10 of the 12 model × size pairs (ResNet-18 0.83–1.08×: neutral within the noise) and an
+#: eval forward pass 1.07–2.25× faster for all. CUDA has not been measured here, so auto keeps NCHW there.
+CHANNELS_LAST_AUTO = {"cpu": True, "cuda": False}
+
+
+def use_channels_last(setting: str, device: torch.device) -> bool:
+    """Resolve train.channels_last (auto | on | off) for `device`."""
+    if setting == "auto":
+        return CHANNELS_LAST_AUTO.get(device.type, False)
+    return setting == "on"
 
 
 def build_optimizer(params: list[nn.Parameter], config: TrainConfig) -> torch.optim.Optimizer:
@@ -217,7 +247,15 @@ def diagnose(role: str, history: list[dict[str, Any]], chance: float, config: Tr
     return []
 
 
-def _loader(dataset: Dataset, batch_size: int, num_workers: int, sampler: DistributedSampler) -> DataLoader:
+def _sampler(stage: Stage, ctx: DistContext, seed: int) -> DistributedSampler | BalancedSampler:
+    """Each rank's share of the epoch: a seeded shuffle (DistributedSampler), or a balanced draw split alike."""
+    if stage.sample_weights is not None:
+        return BalancedSampler(stage.sample_weights, num_replicas=ctx.world_size, rank=ctx.rank, seed=seed)
+    return DistributedSampler(stage.train_set, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True,
+                              seed=seed, drop_last=False)
+
+
+def _loader(dataset: Dataset, batch_size: int, num_workers: int, sampler: Sampler[int]) -> DataLoader:
     # A final batch of one sample breaks BatchNorm in training mode; drop it only in that case.
     drop_last = len(sampler) % batch_size == 1
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
@@ -228,6 +266,50 @@ def _progress(console: Console, enabled: bool) -> Progress:
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                     TextColumn("loss {task.fields[loss]:.4f}"), TimeRemainingColumn(),
                     console=console, transient=True, disable=not enabled)
+
+
+#: seconds between two plain progress lines within an epoch when the output is not a terminal (CI logs, pipes)
+PLAIN_PROGRESS_SECONDS = 20.0
+
+
+def format_duration(seconds: float) -> str:
+    """`1h02m`, `1m20s`, `42s`: short enough for a progress line."""
+    whole = max(0, round(seconds))
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+class PlainProgress:
+    """In-epoch progress for a log rather than a terminal: one line every `interval` seconds, none before.
+
+    A rich bar redraws itself in place, which a CI log or a pipe cannot show, so there the loop printed nothing
+    until the epoch ended. This prints e.g. `teacher 3/10  batch 120/400  loss 0.4321  eta 1m20s` once the
+    epoch has run `interval` seconds and every `interval` after, so an epoch shorter than that stays one line.
+    It only reads the clock and prints: the training numbers and the RNG are untouched. `clock` is injectable
+    so that tests need not wait.
+    """
+
+    def __init__(self, console: Console, label: str, total: int, enabled: bool,
+                 interval: float | None = None, clock: Callable[[], float] = time.monotonic):
+        self.console, self.label, self.total, self.enabled = console, label, total, enabled
+        self.interval = PLAIN_PROGRESS_SECONDS if interval is None else interval
+        self.clock = clock
+        self.started = self.last = clock()
+
+    def update(self, done: int, loss: float) -> None:
+        """After batch `done` of `total`, with the running mean loss; prints when `interval` has passed."""
+        if not self.enabled:
+            return
+        now = self.clock()
+        if now - self.last < self.interval:
+            return
+        self.last = now
+        eta = (now - self.started) / max(done, 1) * (self.total - done)
+        self.console.print(f"{self.label}  batch {done}/{self.total}  loss {loss:.4f}  eta {format_duration(eta)}",
+                           highlight=False, markup=False)
 
 
 def fit(stage: Stage, val_set: Dataset, ctx: DistContext, layout: RunLayout, *, seed: int, batch_size: int,
@@ -242,9 +324,10 @@ def fit(stage: Stage, val_set: Dataset, ctx: DistContext, layout: RunLayout, *, 
     last_path = layout.resume_state(stage.role)
     metrics_path = layout.metrics(stage.role)
     batch_size = _rank_batch(batch_size, ctx)
-    sampler = DistributedSampler(stage.train_set, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True,
-                                 seed=seed, drop_last=False)
+    sampler = _sampler(stage, ctx, seed)
     loader = _loader(stage.train_set, batch_size, num_workers, sampler)
+    layout_format = torch.channels_last if stage.channels_last else torch.contiguous_format
+    stage.trainable.to(memory_format=layout_format)  # in place, before the optimiser sees the parameters
     steps_per_epoch = len(loader)
     if steps_per_epoch == 0:
         raise Kd2trtError(f"{stage.role}: the training split has no batch; lower data.batch_size")
@@ -258,9 +341,10 @@ def fit(stage: Stage, val_set: Dataset, ctx: DistContext, layout: RunLayout, *, 
         device_ids = [ctx.device] if ctx.device.type == "cuda" else None
         module = DistributedDataParallel(stage.trainable, device_ids=device_ids)
 
-    result = FitResult(best_epoch=-1, best_val_top1=-math.inf, epochs_run=0, seconds=0.0)
+    result = FitResult(best_epoch=-1, best_val_top1=-math.inf, epochs_run=0, seconds=0.0,
+                       select_metric=stage.select_metric)
     warned: set[str] = set()
-    best_state = {k: v.detach().clone() for k, v in stage.model.state_dict().items()}
+    best_state = _state_copy(stage.model)
     start_epoch = 0
     state = _read_resume_state(last_path, stage.config_hash, resume) if resume and last_path.is_file() else None
     if state is not None:
@@ -274,7 +358,7 @@ def fit(stage: Stage, val_set: Dataset, ctx: DistContext, layout: RunLayout, *, 
         resumed_from = start_epoch if start_epoch < config.epochs else state.get("resumed_from")
         result = FitResult(best_epoch=state["best_epoch"], best_val_top1=state["best_val_top1"],
                            epochs_run=start_epoch, seconds=state["seconds"], history=state["history"],
-                           resumed_from=resumed_from)
+                           resumed_from=resumed_from, select_metric=stage.select_metric)
         clock.carry(state.get("wall_seconds"))
         if ctx.is_main and start_epoch < config.epochs:
             console.print(f"[cyan]{stage.role}[/]: resuming at epoch {start_epoch + 1} from {last_path}")
@@ -283,12 +367,14 @@ def fit(stage: Stage, val_set: Dataset, ctx: DistContext, layout: RunLayout, *, 
         for epoch in range(start_epoch, config.epochs):
             sampler.set_epoch(epoch)
             torch.manual_seed(seed * 100_003 + epoch)
-            task = progress.add_task(f"{stage.role} {epoch + 1}/{config.epochs}", total=steps_per_epoch, loss=0.0)
+            label = f"{stage.role} {epoch + 1}/{config.epochs}"
+            task = progress.add_task(label, total=steps_per_epoch, loss=0.0)
+            plain = PlainProgress(console, label, steps_per_epoch, ctx.is_main and not console.is_terminal)
             started = time.perf_counter()
             module.train()
             total_loss, terms_sum, batches = 0.0, {}, 0
             for batch in loader:
-                batch = tuple(t.to(ctx.device, non_blocking=True) for t in batch)
+                batch = _to_device(batch, ctx.device, layout_format)
                 with torch.autocast(ctx.device.type, dtype=torch.float16, enabled=use_amp):
                     loss, terms = stage.step(module, batch)
                 if not torch.isfinite(loss):
@@ -307,6 +393,7 @@ def fit(stage: Stage, val_set: Dataset, ctx: DistContext, layout: RunLayout, *, 
                 for key, value in terms.items():
                     terms_sum[key] = terms_sum.get(key, 0.0) + value
                 progress.update(task, advance=1, loss=total_loss / batches)
+                plain.update(batches, total_loss / batches)
             train_seconds = time.perf_counter() - started
             progress.remove_task(task)
             bn_started = time.perf_counter()
@@ -317,10 +404,12 @@ def fit(stage: Stage, val_set: Dataset, ctx: DistContext, layout: RunLayout, *, 
             _synchronise_buffers(stage.trainable, ctx)
             val_logits, val_labels = predict(stage.model, val_set, ctx.device)
             val_top1 = _from_rank0(top1(val_logits, val_labels), ctx)
+            val_balanced = _from_rank0(balanced_accuracy(val_logits, val_labels), ctx)
             seconds = time.perf_counter() - started
             record = {"epoch": epoch + 1, "train_loss": total_loss / batches,
                       **{f"loss_{k}": v / batches for k, v in terms_sum.items()},
-                      "val_top1": val_top1, "lr": optimizer.param_groups[0]["lr"],
+                      "val_top1": val_top1, "val_balanced_accuracy": val_balanced,
+                      "lr": optimizer.param_groups[0]["lr"],
                       "train_seconds": train_seconds, "bn_seconds": bn_seconds, "seconds": seconds}
             result.history.append(record)
             result.seconds += seconds
@@ -331,10 +420,10 @@ def fit(stage: Stage, val_set: Dataset, ctx: DistContext, layout: RunLayout, *, 
                     result.warnings.append(message)
                     if ctx.is_main:
                         console.print(f"[yellow]warning[/]: {escape(message)}")
-            improved = val_top1 > result.best_val_top1
+            improved = record[f"val_{stage.select_metric}"] > result.best_score()
             if improved:
                 result.best_val_top1, result.best_epoch = val_top1, epoch + 1
-                best_state = {k: v.detach().clone() for k, v in stage.model.state_dict().items()}
+                best_state = _state_copy(stage.model)
             if ctx.is_main:
                 if improved:
                     atomic_torch_save(stage.make_checkpoint(stage.model, _best_metrics(result)),
@@ -346,12 +435,28 @@ def fit(stage: Stage, val_set: Dataset, ctx: DistContext, layout: RunLayout, *, 
                     for key, value in record.items():
                         if key != "epoch":
                             tensorboard.add_scalar(f"{stage.role}/{key}", value, epoch + 1)
+                balanced = f"  bal. acc {val_balanced:6.2f}%" if stage.select_metric == "balanced_accuracy" else ""
                 console.print(f"[cyan]{stage.role:8s}[/] epoch {epoch + 1:3d}/{config.epochs}  "
-                              f"loss {record['train_loss']:.4f}  val top-1 {val_top1:6.2f}%"
+                              f"loss {record['train_loss']:.4f}  val top-1 {val_top1:6.2f}%{balanced}"
                               f"{' *' if improved else '  '}  {seconds:5.2f}s")
             ctx.barrier()
     stage.model.load_state_dict(best_state)
+    stage.trainable.to(memory_format=torch.contiguous_format)  # what export, bench and a later stage expect
     return result
+
+
+def _to_device(batch: tuple[torch.Tensor, ...], device: torch.device, layout: torch.memory_format
+               ) -> tuple[torch.Tensor, ...]:
+    """The batch on the device, its image tensor (N×C×H×W) in the training memory format."""
+    moved = [t.to(device, non_blocking=True) for t in batch]
+    if moved and moved[0].ndim == 4:
+        moved[0] = moved[0].contiguous(memory_format=layout)
+    return tuple(moved)
+
+
+def _state_copy(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A detached copy of the state dict in the contiguous layout, whatever layout training uses."""
+    return {k: v.detach().clone(memory_format=torch.contiguous_format) for k, v in model.state_dict().items()}
 
 
 def _rank_batch(batch_size: int, ctx: DistContext) -> int:
@@ -379,7 +484,9 @@ def _from_rank0(value: float, ctx: DistContext) -> float:
 
 
 def _best_metrics(result: FitResult) -> dict[str, Any]:
-    return {"best_epoch": result.best_epoch, "val_top1": result.best_val_top1, "epochs_run": result.epochs_run}
+    return {"best_epoch": result.best_epoch, "val_top1": result.best_val_top1, "select_metric": result.select_metric,
+            "val_balanced_accuracy": result.history[result.best_epoch - 1]["val_balanced_accuracy"],
+            "epochs_run": result.epochs_run}
 
 
 def _resume_state(stage: Stage, optimizer: torch.optim.Optimizer, scheduler: Any, scaler: torch.amp.GradScaler,

@@ -5,6 +5,11 @@ gradient by 1/T², so the KL term is multiplied by T² to keep its weight agains
 term independent of T. `alpha` trades the two; `beta` weights the hint (FitNets, Romero et al.)
 computed through a learned adapter, because the student's features have other channel counts and
 spatial sizes than the teacher's.
+
+Class weights (`data.class_weights: balanced`) weight the hard-label CE term only, as a weighted mean (PyTorch's
+`cross_entropy(weight=…)`: each item counts by its class's weight, divided by the batch's total weight). The
+soft-label term is left unweighted: it is computed on every training image, most of which have no label under
+the label-scarce protocol, and the teacher's distribution already speaks for every class on each image.
 """
 
 from __future__ import annotations
@@ -25,13 +30,15 @@ def soft_label_kd(student_logits: torch.Tensor, teacher_logits: torch.Tensor, te
 
 
 def hard_label_ce(logits: torch.Tensor, labels: torch.Tensor, labeled: torch.Tensor | None = None,
-                  label_smoothing: float = 0.0) -> torch.Tensor:
-    """Cross-entropy over the labeled items of the batch only (0 when the batch has none)."""
+                  label_smoothing: float = 0.0, class_weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Cross-entropy over the labeled items of the batch only (0 when the batch has none), optionally
+    class-weighted (a weighted mean over the items)."""
     if labeled is not None:
         logits, labels = logits[labeled], labels[labeled]
     if labels.numel() == 0:
         return logits.sum() * 0.0
-    return F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
+    weight = class_weights.to(logits.device, logits.dtype) if class_weights is not None else None
+    return F.cross_entropy(logits, labels, weight=weight, label_smoothing=label_smoothing)
 
 
 class HintAdapter(nn.Module):
@@ -71,11 +78,12 @@ class DistillationLoss:
     alpha: float = 0.9
     beta: float = 0.0
     label_smoothing: float = 0.0
+    class_weights: torch.Tensor | None = None  # of the CE term only (see the module's docstring)
 
     def __call__(self, student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
                  labeled: torch.Tensor | None = None, adapted_student_features: torch.Tensor | None = None,
                  teacher_features: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
-        ce = hard_label_ce(student_logits, labels, labeled, self.label_smoothing)
+        ce = hard_label_ce(student_logits, labels, labeled, self.label_smoothing, self.class_weights)
         kd = soft_label_kd(student_logits, teacher_logits, self.temperature)
         total = (1.0 - self.alpha) * ce + self.alpha * kd
         terms = {"ce": float(ce.detach()), "kd": float(kd.detach())}

@@ -5,6 +5,13 @@ labels of only `data.labeled_fraction` of the training split, while the distilla
 every training image — the teacher labels the rest. The baseline is the same student trained from
 scratch on the labeled part alone, with the same number of optimiser steps, so `distill.json`
 measures what distillation adds instead of claiming it.
+
+Imbalanced classes (`data.class_weights`, `data.sampler`): each stage counts the labels it may use — the
+teacher every training label, the baseline the labeled subset, the KD student its labeled subset for the CE
+weights and, for the sampler, those labels plus the teacher's predictions on the unlabeled rest (their true
+labels are exactly what the student is not given). With either option on, the best epoch is chosen by validation
+balanced accuracy (`train.select_metric: auto`), since top-1 rewards favouring the majority class; the summary
+reports balanced accuracy and per-class recall beside top-1.
 """
 
 from __future__ import annotations
@@ -22,16 +29,17 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 
 from kd2trt.artifacts import atomic_write_json, atomic_write_text, ensure_directory, remove_stale_temp_files
-from kd2trt.config import ModelConfig, RunConfig, dump_config
+from kd2trt.config import ModelConfig, RunConfig, TrainConfig, dump_config
 from kd2trt.data import DataSplits, ImageDataset, labeled_mask, load_data, split_record
 from kd2trt.distill.checkpoint import make_checkpoint
 from kd2trt.distill.distributed import DistContext, init_distributed
-from kd2trt.distill.loop import FitResult, Resume, Stage, WallClock, fit
+from kd2trt.distill.loop import FitResult, Resume, SelectMetric, Stage, WallClock, fit, use_channels_last
 from kd2trt.distill.losses import DistillationLoss, HintAdapter, hard_label_ce
+from kd2trt.distill.sampling import balanced_class_weights, balanced_sample_weights
 from kd2trt.errors import Kd2trtError
 from kd2trt.evaluation import predict
 from kd2trt.layout import RunLayout
-from kd2trt.metrics import top1
+from kd2trt.metrics import balanced_accuracy, class_counts, is_imbalanced, per_class_recall, top1
 from kd2trt.models import (
     FeatureTap,
     build_model,
@@ -91,21 +99,46 @@ class StudentWithAdapter(nn.Module):
 
 
 @dataclass
+class SplitScores:
+    """A model's figures on one split: top-1, balanced accuracy and each class's recall (%, None: no image)."""
+
+    top1: float
+    balanced_accuracy: float
+    per_class_recall: dict[str, float | None]
+
+    @classmethod
+    def of(cls, logits: torch.Tensor, labels: torch.Tensor, classes: list[str]) -> SplitScores:
+        recalls = per_class_recall(logits, labels, len(classes))
+        return cls(top1(logits, labels), balanced_accuracy(logits, labels), dict(zip(classes, recalls, strict=True)))
+
+
+@dataclass
 class StageReport:
     role: str
     params: int
-    val_top1: float
-    test_top1: float
+    val: SplitScores
+    test: SplitScores
     trained: bool
     fit: FitResult | None
 
+    @property
+    def val_top1(self) -> float:
+        return self.val.top1
+
+    @property
+    def test_top1(self) -> float:
+        return self.test.top1
+
     def as_dict(self) -> dict[str, Any]:
         """The stage's entry in `distill.json`; `resumed_from_epoch` is :attr:`FitResult.resumed_from`."""
-        out: dict[str, Any] = {"params": self.params, "val_top1": self.val_top1, "test_top1": self.test_top1,
-                               "trained": self.trained}
+        out: dict[str, Any] = {"params": self.params, "val_top1": self.val.top1, "test_top1": self.test.top1,
+                               "val_balanced_accuracy": self.val.balanced_accuracy,
+                               "test_balanced_accuracy": self.test.balanced_accuracy,
+                               "test_per_class_recall": self.test.per_class_recall, "trained": self.trained}
         if self.fit is not None:
             train_seconds = [h["train_seconds"] for h in self.fit.history]
-            out.update(best_epoch=self.fit.best_epoch, epochs=self.fit.epochs_run, seconds=self.fit.seconds,
+            out.update(best_epoch=self.fit.best_epoch, select_metric=self.fit.select_metric,
+                       epochs=self.fit.epochs_run, seconds=self.fit.seconds,
                        train_seconds_per_epoch=sum(train_seconds) / max(1, len(train_seconds)),
                        resumed_from_epoch=self.fit.resumed_from, warnings=self.fit.warnings)
         return out
@@ -157,21 +190,56 @@ class DistillRun:
 
     def _finish(self, role: str, model: nn.Module, spec: dict[str, Any], result: FitResult | None) -> StageReport:
         """Score the selected weights on val and test and write the final `<role>.pt`."""
-        val_top1 = top1(*predict(model, self.data.val, self.ctx.device))
-        test_top1 = top1(*predict(model, self.data.test, self.ctx.device))
-        report = StageReport(role, count_parameters(model), val_top1, test_top1, result is not None, result)
+        val = SplitScores.of(*predict(model, self.data.val, self.ctx.device), self.data.classes)
+        test = SplitScores.of(*predict(model, self.data.test, self.ctx.device), self.data.classes)
+        report = StageReport(role, count_parameters(model), val, test, result is not None, result)
         if self.ctx.is_main:
             metrics = {k: v for k, v in report.as_dict().items() if k != "params"}
             atomic_torch_save(self._checkpoint_fn(role, spec)(model, metrics), self.layout.checkpoint(role))
         self.ctx.barrier()
         return report
 
-    def _ce_step(self, label_smoothing: float):
+    def _ce_step(self, label_smoothing: float, class_weights: torch.Tensor | None):
         def step(module: nn.Module, batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, dict[str, float]]:
             images, labels, _ = batch
-            loss = hard_label_ce(module(images), labels, label_smoothing=label_smoothing)
+            loss = hard_label_ce(module(images), labels, label_smoothing=label_smoothing,
+                                 class_weights=class_weights)
             return loss, {"ce": float(loss.detach())}
         return step
+
+    def _class_weights(self, ce_labels: torch.Tensor) -> torch.Tensor | None:
+        """The CE term's class weights (data.class_weights), from the labels that stage's CE sees."""
+        if self.config.data.class_weights == "none":
+            return None
+        return balanced_class_weights(ce_labels, self.data.num_classes).to(self.ctx.device)
+
+    def _sample_weights(self, stage_labels: torch.Tensor) -> torch.Tensor | None:
+        """Per-item weights of the balanced sampler (data.sampler), from the labels the stage may use."""
+        if self.config.data.sampler == "random":
+            return None
+        return balanced_sample_weights(stage_labels)
+
+    def _select_metric(self, train: TrainConfig) -> SelectMetric:
+        """train.select_metric, with auto = balanced accuracy when an imbalance option is on."""
+        if train.select_metric != "auto":
+            return train.select_metric
+        data = self.config.data
+        return "balanced_accuracy" if "balanced" in (data.class_weights, data.sampler) else "top1"
+
+    def _stage(self, role: str, train: TrainConfig, trainable: nn.Module, model: nn.Module, train_set: Any,
+               step: Any, spec: dict[str, Any], sections: tuple[str, ...], stage_labels: torch.Tensor) -> Stage:
+        """A Stage with the options every role shares: sampler weights, selection metric, memory format."""
+        return Stage(role, train, trainable, model, train_set, step, self._checkpoint_fn(role, spec),
+                     self.config.section_hash(*sections), sample_weights=self._sample_weights(stage_labels),
+                     select_metric=self._select_metric(train),
+                     channels_last=use_channels_last(train.channels_last, self.ctx.device))
+
+    def _teacher_predictions(self, teacher: nn.Module, outputs: TeacherOutputs | None) -> torch.Tensor:
+        """The teacher's class for every training image (deterministic transform), for the balanced sampler."""
+        if outputs is not None:
+            return outputs.logits.argmax(1).cpu()
+        deterministic = self.data.train.with_transform(self.data.preprocessing.to_tensor)
+        return predict(teacher, deterministic, self.ctx.device)[0].argmax(1)
 
     # ------------------------------------------------------------------------------------------- stages
     def teacher(self) -> tuple[nn.Module, StageReport]:
@@ -186,9 +254,10 @@ class DistillRun:
                                    f"{self.data.num_classes} classes")
             if not cfg.finetune:
                 return model, self._finish("teacher", model, spec, None)
-        stage = Stage("teacher", cfg.train, model, model, self.data.train, self._ce_step(cfg.train.label_smoothing),
-                      self._checkpoint_fn("teacher", spec),
-                      self.config.section_hash("seed", "data", "teacher"))
+        labels = self.data.train.labels
+        step = self._ce_step(cfg.train.label_smoothing, self._class_weights(labels))
+        stage = self._stage("teacher", cfg.train, model, model, self.data.train, step, spec,
+                            ("seed", "data", "teacher"), labels)
         result = self._fit(stage)
         return model, self._finish("teacher", model, spec, result)
 
@@ -205,8 +274,13 @@ class DistillRun:
             adapter = self._make_adapter(student, teacher).to(self.ctx.device)
         outputs = self._teacher_outputs(teacher) if self._use_cache() else None
         wrapped = StudentWithAdapter(student, cfg.feature_tap if use_hint else None, adapter)
-        loss_fn = DistillationLoss(kd.temperature, kd.alpha, kd.beta, cfg.train.label_smoothing)
+        train_labels = self.data.train.labels
+        loss_fn = DistillationLoss(kd.temperature, kd.alpha, kd.beta, cfg.train.label_smoothing,
+                                   self._class_weights(train_labels[self.labeled]))
         labeled = self.labeled.to(self.ctx.device)
+        stage_labels = train_labels
+        if self.config.data.sampler == "balanced":  # the teacher labels what the student has no label for
+            stage_labels = torch.where(self.labeled, train_labels, self._teacher_predictions(teacher, outputs))
         teacher_tap = self.config.teacher.feature_tap if use_hint else None
 
         def step(module: nn.Module, batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, dict[str, float]]:
@@ -224,9 +298,8 @@ class DistillRun:
             s_logits, adapted = module(images)
             return loss_fn(s_logits, t_logits, labels, labeled[index], adapted, t_features)
 
-        stage = Stage("student", cfg.train, wrapped, student, self.data.train, step,
-                      self._checkpoint_fn("student", spec),
-                      self.config.section_hash("seed", "data", "teacher", "student", "distill"))
+        stage = self._stage("student", cfg.train, wrapped, student, self.data.train, step, spec,
+                            ("seed", "data", "teacher", "student", "distill"), stage_labels)
         result = self._fit(stage)
         return student, self._finish("student", student, spec, result)
 
@@ -239,9 +312,10 @@ class DistillRun:
         repeats = math.ceil(len(self.data.train) / len(labeled_index))
         order = torch.cat([labeled_index[torch.randperm(len(labeled_index), generator=generator)]
                            for _ in range(repeats)])[: len(self.data.train)]
-        stage = Stage("baseline", cfg.train, student, student, Subset(self.data.train, order.tolist()),
-                      self._ce_step(cfg.train.label_smoothing), self._checkpoint_fn("baseline", spec),
-                      self.config.section_hash("seed", "data", "student"))
+        train_labels = self.data.train.labels
+        step = self._ce_step(cfg.train.label_smoothing, self._class_weights(train_labels[self.labeled]))
+        stage = self._stage("baseline", cfg.train, student, student, Subset(self.data.train, order.tolist()), step,
+                            spec, ("seed", "data", "student"), train_labels[order])
         result = self._fit(stage)
         return student, self._finish("baseline", student, spec, result)
 
@@ -323,7 +397,11 @@ def run_distill(config: RunConfig, run_dir: Path | None = None, *, resume: Resum
     summary = _summary(config, run, reports, clock.total())
     if run.ctx.is_main:
         atomic_write_json(run.layout.distill_summary, summary)
-        console.print(_summary_table(reports))
+        imbalanced = summary["test_imbalanced"] or "balanced" in (config.data.class_weights, config.data.sampler)
+        console.print(_summary_table(reports, imbalanced))
+        recalls = _recall_table(reports, run.data.classes) if imbalanced else None
+        if recalls is not None:
+            console.print(recalls)
         console.print(f"checkpoints, metrics and distill.json in {run_dir}")
     if run.tensorboard is not None:
         run.tensorboard.close()
@@ -332,11 +410,15 @@ def run_distill(config: RunConfig, run_dir: Path | None = None, *, resume: Resum
 
 def _summary(config: RunConfig, run: DistillRun, reports: list[StageReport], seconds: float) -> dict[str, Any]:
     by_role = {r.role: r for r in reports}
+    test_labels = run.data.test.labels
     summary: dict[str, Any] = {
         "run": config.name, "seed": config.seed, "device": str(run.ctx.device), "world_size": run.ctx.world_size,
         "labeled_fraction": config.data.labeled_fraction,
         "labeled_images": int(run.labeled.sum()), "train_images": len(run.data.train),
         "test_images": len(run.data.test), "num_classes": run.data.num_classes,
+        "test_class_counts": dict(zip(run.data.classes, class_counts(test_labels, run.data.num_classes), strict=True)),
+        "test_imbalanced": is_imbalanced(test_labels, run.data.num_classes),
+        "class_weights": config.data.class_weights, "sampler": config.data.sampler,
         "teacher_cache": run._use_cache(),
         **{role: report.as_dict() for role, report in by_role.items()},
         "wall_seconds": seconds,
@@ -346,20 +428,52 @@ def _summary(config: RunConfig, run: DistillRun, reports: list[StageReport], sec
     summary["compression"] = teacher.params / student.params
     summary["teacher_gap_points"] = teacher.test_top1 - student.test_top1
     if "baseline" in by_role:
-        summary["kd_gain_points"] = student.test_top1 - by_role["baseline"].test_top1
+        baseline = by_role["baseline"]
+        summary["kd_gain_points"] = student.test_top1 - baseline.test_top1
+        summary["kd_gain_balanced_accuracy_points"] = student.test.balanced_accuracy - baseline.test.balanced_accuracy
     return summary
 
 
-def _summary_table(reports: list[StageReport]) -> Table:
+#: the console lists each class's recall up to this many classes (distill.json always has them)
+RECALL_TABLE_MAX_CLASSES = 10
+
+
+def _summary_table(reports: list[StageReport], imbalanced: bool) -> Table:
+    """The console summary. With an imbalanced test split (or an imbalance option on) it adds balanced accuracy:
+    top-1 alone hides a model that favours the majority class."""
     table = Table(title="kd2trt distill — test split")
-    for column in ("model", "params", "test top-1", "val top-1", "best epoch", "s/epoch"):
+    columns = ["model", "params", "test top-1"] + (["test bal. acc"] if imbalanced else []) \
+        + ["val top-1", "best epoch", "s/epoch"]
+    for column in columns:
         table.add_column(column, justify="right" if column != "model" else "left")
     for report in reports:
         d = report.as_dict()
-        name = {"student": "student (KD)", "baseline": "student (scratch)"}.get(report.role, report.role)
-        table.add_row(name, f"{report.params:,}", f"{report.test_top1:.2f}%", f"{report.val_top1:.2f}%",
-                      str(d.get("best_epoch", "—")), f"{d['train_seconds_per_epoch']:.2f}" if report.fit else "—")
+        extra = [f"{report.test.balanced_accuracy:.2f}%"] if imbalanced else []
+        table.add_row(_display_name(report.role), f"{report.params:,}", f"{report.test_top1:.2f}%", *extra,
+                      f"{report.val_top1:.2f}%", str(d.get("best_epoch", "—")),
+                      f"{d['train_seconds_per_epoch']:.2f}" if report.fit else "—")
     return table
+
+
+def _recall_table(reports: list[StageReport], classes: list[str]) -> Table | None:
+    """Each model's test recall per class, beside the summary when classes are imbalanced (and few)."""
+    if len(classes) > RECALL_TABLE_MAX_CLASSES:
+        return None
+    table = Table(title="test recall per class")
+    table.add_column("model")
+    for name in classes:
+        table.add_column(name, justify="right")
+    for report in reports:
+        table.add_row(_display_name(report.role), *(_percent(report.test.per_class_recall[c]) for c in classes))
+    return table
+
+
+def _display_name(role: str) -> str:
+    return {"student": "student (KD)", "baseline": "student (scratch)"}.get(role, role)
+
+
+def _percent(value: float | None) -> str:
+    return "—" if value is None else f"{value:.2f}%"
 
 
 def _tensorboard_writer(log_dir: Path) -> Any:
