@@ -22,6 +22,7 @@ ModelOpt 0.47.0, 2-core CPU, the digits student):
 Runtime at ORT_ENABLE_BASIC, is tested against it):
 
 * activations: symmetric, scale amax/127, int8 in [-128, 127] (`narrow_range=False`, as ONNX QuantizeLinear);
+  gradients by the straight-through estimator that zeroes clipped values' gradients (`_int8_config`: measured);
 * weights: per output channel, amax = the channel's current max |w| at every step (no stored amax: ModelOpt
   then reduces it from the tensor itself), which is what ONNX Runtime's quantiser and TensorRT compute from the
   fine-tuned weights. BatchNorm is frozen (eval mode, running statistics as distilled) and the exported graph
@@ -96,11 +97,17 @@ def _quiet() -> Iterator[None]:
 
 
 def _int8_config(mtq: Any) -> dict[str, Any]:
-    """ModelOpt's INT8 config with ONNX's int8 range ([-128, 127], scale amax/127) instead of its narrow one."""
+    """ModelOpt's INT8 config with ONNX's int8 range ([-128, 127], scale amax/127) instead of its narrow one, and
+    the clipping-aware straight-through estimator (`pass_through_bwd=False`: no gradient for clipped values).
+
+    Measured on the tiny test student from entropy ranges (which clip), 2 epochs at lr 1e-2: ModelOpt's default
+    pass-through STE made QAT worse (validation 55.6 → 52.8 %, KD loss flat), the clipping-aware one recovered
+    (55.6 → 67.2 %, loss 0.36 → 0.24); from unclipped minmax ranges both train (54.2 → 64.7 %).
+    """
     config = copy.deepcopy(mtq.INT8_DEFAULT_CFG)
     for entry in config["quant_cfg"]:
         if entry.get("quantizer_name") in ("*weight_quantizer", "*input_quantizer") and "cfg" in entry:
-            entry["cfg"] = {**entry["cfg"], "narrow_range": False}
+            entry["cfg"] = {**entry["cfg"], "narrow_range": False, "pass_through_bwd": False}
     return config
 
 
