@@ -50,7 +50,8 @@ __all__ = [
 
 PRECISIONS = ("fp32", "fp16", "int8")
 INT8_PATHS = ("auto", "cache", "qdq")
-ARTIFACT_KINDS = frozenset({"onnx", "fp16_onnx", "qdq_onnx", "calib_cache", "qat_onnx"})  # qat_onnx: implicit INT8 source
+#: qat_onnx: the QAT-fine-tuned FP32 graph, the source of implicit INT8 when export wrote one
+ARTIFACT_KINDS = frozenset({"onnx", "fp16_onnx", "qdq_onnx", "calib_cache", "qat_onnx"})
 
 # The commands the error messages send the user to. Kept here so the CLI owner can change them in one place.
 EXPORT_COMMAND = "kd2trt export <checkpoint>"
