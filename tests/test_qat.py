@@ -270,3 +270,37 @@ def test_implicit_int8_engines_and_trtexec_lines_build_from_the_qat_graph(tmp_pa
     assert "--onnx=student.qat.onnx" in line and "--calib=student.calib-trt10.3.0.cache" in line
     qdq = plan_precision(caps, "int8", "qdq", artifacts.kinds)
     assert implicit_int8_source(qdq, artifacts.paths) == files.onnx("int8")
+
+
+def test_the_qat_target_is_the_teachers_soft_labels(tiny, monkeypatch) -> None:
+    """The loss QAT minimises is kd2trt's KD loss, soft-label term only, on the teacher's own outputs."""
+    from torch.utils.data import Subset
+
+    from kd2trt.distill import qat
+    from kd2trt.distill.losses import DistillationLoss
+
+    calls: list[tuple[float, torch.Tensor]] = []
+    produced: list[torch.Tensor] = []
+
+    class Spy(DistillationLoss):
+        def __call__(self, student_logits, teacher_logits, labels, *args, **kwargs):
+            calls.append((self.alpha, teacher_logits))
+            return super().__call__(student_logits, teacher_logits, labels, *args, **kwargs)
+
+    class Recording(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x):
+            produced.append(self.inner(x))
+            return produced[-1]
+
+    monkeypatch.setattr(qat, "DistillationLoss", Spy)
+    quantized = qat.fake_quant_model(tiny["student"], {"stages.0.0.0": 2.0, "stages.1.0.0": 4.0, "pool": 4.0,
+                                                       "classifier": 2.0})
+    train = Subset(tiny["data"].train, range(64))
+    qat.train_qat(quantized, Recording(tiny["teacher"]), train, Subset(tiny["data"].val, range(32)),
+                  QatSettings(epochs=1, lr=1e-3, batch_size=32))
+    assert len(calls) == 2 and all(alpha == 1.0 for alpha, _ in calls)
+    assert all(any(target is out for out in produced) for _, target in calls)
