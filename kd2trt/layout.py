@@ -12,6 +12,7 @@ file is read and nothing heavier than the standard library is imported, so every
       <role>.pt, <role>.last.pt           checkpoint (best on validation), resume state
       <role>.metrics.json                 per-epoch history
       <role>.onnx, .fp16.onnx, .int8.onnx ModelFiles(root, role): FP32, FP16-cast and Q/DQ graphs
+      <role>.qat.onnx                     FP32 graph of the QAT-fine-tuned weights (--qat-epochs): INT8's source
       <role>.calib-trt<X.Y.Z>.cache(.json) TensorRT calibration cache (+ manifest) per TensorRT release
       <role>.export.json                  the export summary
       <role>.trtexec.txt                  trtexec builds of the same engines, for targets without kd2trt
