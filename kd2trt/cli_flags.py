@@ -23,7 +23,8 @@ from pydantic import BaseModel
 
 from kd2trt.config import RunConfig
 
-__all__ = ["BENCH_FLAGS", "BUILD_FLAGS", "DISTILL_FLAGS", "EXPORT_FLAGS", "Flag", "describe", "with_flags"]
+__all__ = ["BENCH_FLAGS", "BUILD_FLAGS", "DISTILL_FLAGS", "EXPORT_FLAGS", "PARITY_FLAGS", "Flag", "describe",
+           "with_flags"]
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,13 @@ DISTILL_FLAGS = (
     Flag("device", "--device"),
     Flag("tensorboard", "--tensorboard"),
 )
+# the export's parity tolerances, which bench's parity gates apply to every backend too
+PARITY_FLAGS = (
+    Flag("export.parity_atol", "--parity-atol"),
+    Flag("export.parity_rtol", "--parity-rtol"),
+    Flag("export.fp16_atol", "--fp16-atol"),
+    Flag("export.fp16_rtol", "--fp16-rtol"),
+)
 EXPORT_FLAGS = (
     Flag("export.fp16", "--fp16"),
     Flag("export.int8", "--int8"),
@@ -59,6 +67,7 @@ EXPORT_FLAGS = (
     Flag("export.qat_lr", "--qat-lr"),
     Flag("export.opset", "--opset"),
     Flag("export.simplify", "--simplify"),
+    *PARITY_FLAGS,
     Flag("export.teacher", "--teacher"),
 )
 BUILD_FLAGS = (
@@ -78,6 +87,7 @@ BENCH_FLAGS = (
     Flag("bench.max_top1_drop", "--max-top1-drop"),
     Flag("bench.min_agreement", "--min-agreement"),
     Flag("bench.min_speedup", "--min-speedup"),
+    *PARITY_FLAGS,
 )
 
 

@@ -98,27 +98,50 @@ def test_gates_name_row_and_figure() -> None:
 
 
 def test_parity_gates_check_every_exported_form_against_the_fp32_student() -> None:
+    """Each row's parity is measured by accuracy() with kd2trt.onnx.parity's rule and the export's tolerance for
+    its precision; the gate reads that verdict. Guards the bench using the export's rule: a gate comparing
+    max |Δlogit| with the absolute term alone (the old rule) fails the large-logit TensorRT FP32 row here."""
     from kd2trt.bench.report import ParityTolerances
 
-    def row(backend: str, precision: str, diff: float, agreement: float) -> dict:
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 10, 200)
+    reference = (rng.standard_normal((200, 10)) * 20 + np.eye(10)[labels] * 60).astype(np.float32)  # range ~140
+    tolerances = ParityTolerances.of(ExportConfig(), BenchConfig(int8_min_agreement=97.0))
+
+    def row(backend: str, precision: str, logits: np.ndarray) -> dict:
+        figures = accuracy(logits, labels, reference, reference, [str(i) for i in range(10)],
+                           tolerances.logits(precision))
         return {"model": "student", "precision": precision, "backend": backend, "device": "cuda:0",
                 "delta_top1_vs_teacher": 0.0, "speedup_vs_teacher": 1.0,
-                "accuracy": {"agreement_with_teacher": 99.0, "max_abs_diff_vs_fp32_student": diff,
-                             "agreement_with_fp32_student": agreement}}
+                "accuracy": {**figures, "agreement_with_teacher": 99.0}}
 
-    rows = [row("pytorch", "fp32", 0.0, 100.0), row("tensorrt", "fp32", 2e-4, 100.0),
-            row("onnxruntime", "fp16", 0.01, 100.0), row("tensorrt", "int8", 3.0, 95.0),
-            row("onnxruntime", "int8", 3.0, 99.5)]
-    tolerances = ParityTolerances(fp32_atol=1e-4, fp16_atol=0.05, int8_min_agreement=97.0)
+    spread = (reference.max(1) - reference.min(1))[:, None]
+    rounding = rng.uniform(-1, 1, reference.shape) * spread
+    swapped = reference[:, [1, 0, *range(2, 10)]]  # classes 0 and 1 swapped
+    flipped = reference.copy()
+    flipped[:10] = flipped[:10, ::-1]  # 5 % of the predictions changed
+    rows = [row("pytorch", "fp32", reference), row("tensorrt", "fp32", reference + 3e-5 * rounding),
+            row("onnxruntime", "fp32", swapped), row("onnxruntime", "fp16", reference + 0.02 * rounding),
+            row("tensorrt", "fp16", reference + 0.2 * rounding), row("tensorrt", "int8", flipped),
+            row("onnxruntime", "int8", reference + 0.02 * rounding)]
+    assert rows[1]["accuracy"]["max_abs_diff_vs_fp32_student"] > 1e-3  # beyond the old absolute gate's 1e-4
     gates = evaluate_gates({"rows": rows}, BenchConfig(), tolerances)
     assert [(g["row"], g["passed"]) for g in gates] == [
-        ("student fp32 (tensorrt, cuda:0)", False), ("student fp16 (onnxruntime, cuda:0)", True),
+        ("student fp32 (tensorrt, cuda:0)", True), ("student fp32 (onnxruntime, cuda:0)", False),
+        ("student fp16 (onnxruntime, cuda:0)", True), ("student fp16 (tensorrt, cuda:0)", False),
         ("student int8 (tensorrt, cuda:0)", False), ("student int8 (onnxruntime, cuda:0)", True)]
-    assert gates[0]["message"] == ("student fp32 (tensorrt, cuda:0): max |Δlogit| vs the FP32 student 0.0002 "
-                                   "(required ≤ 0.0001, export.parity_atol)")  # top-1 held, the numbers did not
-    assert gates[2]["message"].endswith("agreement with the FP32 student 95.00% (required ≥ 97, "
+    assert gates[1]["message"].startswith("student fp32 (onnxruntime, cuda:0): vs the FP32 student max |Δlogit| ")
+    assert gates[1]["message"].endswith("(export.parity_atol / export.parity_rtol, flags --parity-atol / "
+                                        "--parity-rtol)")  # the flags exist on bench too
+    assert "of an image's logit range" in gates[3]["message"] and gates[3]["max_rel_diff"] > 0.1
+    assert gates[4]["message"].endswith("agreement with the FP32 student 95.00% (required ≥ 97, "
                                         "bench.int8_min_agreement)")
     assert evaluate_gates({"rows": rows}, BenchConfig(parity=False), tolerances) == []
+
+
+def test_bench_takes_the_parity_tolerance_flags() -> None:
+    result = CliRunner().invoke(app, ["bench", "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0 and "--fp16-rtol" in result.output and "--parity-rtol" in result.output
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +154,10 @@ def exported_run(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
 
 
 def test_bench_end_to_end(exported_run: Path) -> None:
-    result = run_bench(BenchRequest(exported_run, engines_dir=exported_run / "no-engines"), FAST, QUIET)
+    from kd2trt.bench.report import ParityTolerances
+
+    result = run_bench(BenchRequest(exported_run, engines_dir=exported_run / "no-engines"), FAST, QUIET,
+                       ParityTolerances.of(ExportConfig(), FAST))
     labels = [(r["model"], r["backend"], r["precision"]) for r in result["rows"]]
     assert labels == [("teacher", "pytorch", "fp32"), ("student", "pytorch", "fp32"),
                       ("student", "onnxruntime", "fp32"), ("student", "onnxruntime", "fp16"),
@@ -140,6 +166,10 @@ def test_bench_end_to_end(exported_run: Path) -> None:
     assert teacher["speedup_vs_teacher"] == 1.0 and teacher["delta_top1_vs_teacher"] == 0.0
     assert student_ort["accuracy"]["top1"] == pytest.approx(student_torch["accuracy"]["top1"])
     assert student_ort["accuracy"]["max_abs_diff_vs_fp32_student"] < 1e-4
+    parity = student_ort["accuracy"]["parity_vs_fp32_student"]  # measured with the export's FP32 tolerance
+    assert parity["max_rel_diff"] < 1e-5 and 0 <= parity["tolerance_used"] < 0.1, parity
+    logit_gates = [g for g in result["gates"] if g["gate"] == "parity" and "int8" not in g["row"]]
+    assert len(logit_gates) == 2 and all(g["passed"] for g in logit_gates), logit_gates  # ORT FP32 and FP16
     assert set(student_ort["latency"]) == {"1", "4"}
     assert any("TensorRT engines: none" in s for s in result["skipped"])
     report = json.loads((exported_run / "report.json").read_text())

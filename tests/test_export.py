@@ -51,6 +51,10 @@ def test_all_artifacts_written_and_checked(exported: tuple[Path, dict]) -> None:
     assert summary["onnx"]["opset"] == 17
     assert summary["onnx"]["parity"]["max_abs_diff"] < 1e-4
     assert summary["onnx"]["parity"]["top1_agreement"] == 100.0
+    # recorded in absolute and relative terms, with the tolerance it was held to and the share of it used
+    assert summary["onnx"]["parity"]["max_rel_diff"] < 1e-5
+    assert (summary["onnx"]["parity"]["atol"], summary["onnx"]["parity"]["rtol"]) == (1e-4, 1e-3)
+    assert 0 <= summary["onnx"]["parity"]["tolerance_used"] < 0.1
     assert json.loads((out / "student.export.json").read_text())["onnx"]["sha256"] == summary["onnx"]["sha256"]
     assert set(summary["preflight"]) == {"8.5", "10.3", "11.0"}
 
@@ -71,6 +75,7 @@ def test_fp16_graph_has_fp32_io_and_fp16_inside(exported: tuple[Path, dict]) -> 
     conv_weights = {n.input[1] for n in model.graph.node if n.op_type == "Conv"}
     assert {i.data_type for i in model.graph.initializer if i.name in conv_weights} == {onnx.TensorProto.FLOAT16}
     assert summary["fp16"]["parity_vs_fp32"]["max_abs_diff"] < 0.05
+    assert summary["fp16"]["parity_vs_fp32"]["tolerance_used"] < 1.0
 
 
 def test_qdq_graph_follows_tensorrt_rules(exported: tuple[Path, dict]) -> None:
@@ -209,6 +214,23 @@ def test_reuse_with_a_malformed_manifest_names_it(exported: tuple[Path, dict], t
         run_export(ExportRequest(tmp_path / "student.pt", calib_cache=cache), config, QUIET)
 
 
+def test_parity_refuses_unnormalised_input(exported: tuple[Path, dict]) -> None:
+    """Wrong preprocessing (the images fed without the checkpoint's mean/std normalisation) on the real exported
+    student: refused by the FP32 and the FP16 tolerance alike, although it is one smooth change of the input."""
+    from kd2trt.onnx.parity import Tolerance, compare
+
+    out, _ = exported
+    run = export_stage.ExportRun(ExportRequest(out / "student.pt"), ExportConfig(), QUIET)
+    images, _ = run.split_images("val", 128)
+    mean, std = (np.array(v, np.float32)[None, :, None, None] for v in (run.preprocessing.mean,
+                                                                         run.preprocessing.std))
+    reference = export_stage.ort_logits(out / "student.onnx", images)
+    unnormalised = export_stage.ort_logits(out / "student.onnx", images * std + mean)
+    for precision in ("fp32", "fp16"):
+        parity = compare(reference, unnormalised, Tolerance.of(ExportConfig(), precision))
+        assert not parity.within_tolerance and parity.max_rel_diff > 0.1, (precision, parity)
+
+
 def test_failed_fp32_parity_leaves_no_onnx(exported: tuple[Path, dict], tmp_path: Path,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
     out, _ = exported
@@ -225,8 +247,10 @@ def test_failed_fp32_parity_leaves_no_onnx(exported: tuple[Path, dict], tmp_path
 def test_failed_fp16_parity_leaves_no_fp16_onnx(exported: tuple[Path, dict], tmp_path: Path) -> None:
     out, _ = exported
     shutil.copy(out / "student.pt", tmp_path / "student.pt")
-    config = ExportConfig(trt_versions=["10.3"], int8=False, teacher=False, fp16_atol=1e-9)
-    with pytest.raises(Kd2trtError, match=r"student\.fp16\.onnx vs FP32: parity failed"):
+    config = ExportConfig(trt_versions=["10.3"], int8=False, teacher=False, fp16_atol=1e-9, fp16_rtol=0.0)
+    with pytest.raises(Kd2trtError, match=r"student\.fp16\.onnx vs FP32: parity failed — .* the input to FP16 .*"
+                                          r"\(tolerance: export\.fp16_atol / export\.fp16_rtol, flags --fp16-atol "
+                                          r"/ --fp16-rtol\)$"):
         run_export(ExportRequest(tmp_path / "student.pt"), config, QUIET)
     assert (tmp_path / "student.onnx").is_file()  # the FP32 graph passed its own gates
     assert not (tmp_path / "student.fp16.onnx").exists()

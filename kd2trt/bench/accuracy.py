@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from kd2trt.metrics import top1
+from kd2trt.onnx.parity import Tolerance, compare
 
 
 def _log_softmax(logits: np.ndarray) -> np.ndarray:
@@ -15,8 +16,11 @@ def _log_softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def accuracy(logits: np.ndarray, labels: np.ndarray, teacher_logits: np.ndarray,
-             reference_logits: np.ndarray | None, classes: list[str]) -> dict[str, Any]:
-    """top-1 (top-5 with ≥ 10 classes), agreement with and KL(teacher ‖ model), max |Δ| vs the FP32 student."""
+             reference_logits: np.ndarray | None, classes: list[str], tolerance: Tolerance | None = None
+             ) -> dict[str, Any]:
+    """top-1 (top-5 with ≥ 10 classes), agreement with and KL(teacher ‖ model), parity with the FP32 student.
+
+    The parity is kd2trt.onnx.parity's comparison — the export gates' own — against `tolerance` when given."""
     predictions = logits.argmax(1)
     out: dict[str, Any] = {"top1": top1(logits, labels)}
     if logits.shape[1] >= 10:
@@ -26,8 +30,10 @@ def accuracy(logits: np.ndarray, labels: np.ndarray, teacher_logits: np.ndarray,
     log_p_teacher, log_p_model = _log_softmax(teacher_logits), _log_softmax(logits)
     out["kl_to_teacher"] = float((np.exp(log_p_teacher) * (log_p_teacher - log_p_model)).sum(axis=1).mean())
     if reference_logits is not None:
-        out["max_abs_diff_vs_fp32_student"] = float(np.abs(logits - reference_logits).max())
-        out["agreement_with_fp32_student"] = float((predictions == reference_logits.argmax(1)).mean() * 100)
+        parity = compare(reference_logits, logits, tolerance)
+        out["parity_vs_fp32_student"] = parity.as_dict()
+        out["max_abs_diff_vs_fp32_student"] = parity.max_abs_diff
+        out["agreement_with_fp32_student"] = parity.top1_agreement
     out["per_class_top1"] = {
         name: float((predictions[labels == index] == index).mean() * 100) if (labels == index).any() else None
         for index, name in enumerate(classes)

@@ -10,6 +10,7 @@ from typing import Any
 from kd2trt.artifacts import atomic_path, atomic_write_json, atomic_write_text
 from kd2trt.config import BenchConfig, ExportConfig
 from kd2trt.layout import RunLayout
+from kd2trt.onnx.parity import TOLERANCE_KEYS, Parity, Tolerance, describe
 
 
 def _size(n: int | None) -> str:
@@ -99,31 +100,39 @@ class ParityTolerances:
     """How far an exported form may drift from the FP32 student: the export's own gates, applied to the test
     split and to every backend (ONNX Runtime, TensorRT), as Polygraphy compares runners."""
 
-    fp32_atol: float
-    fp16_atol: float
+    fp32: Tolerance
+    fp16: Tolerance
     int8_min_agreement: float
 
     @classmethod
     def of(cls, export: ExportConfig, bench: BenchConfig) -> ParityTolerances:
-        return cls(export.parity_atol, export.fp16_atol, bench.int8_min_agreement)
+        return cls(Tolerance.of(export, "fp32"), Tolerance.of(export, "fp16"), bench.int8_min_agreement)
+
+    def logits(self, precision: str) -> Tolerance | None:
+        """The logit tolerance of a form of this precision; None for INT8 (gated on top-1 agreement)."""
+        return {"fp32": self.fp32, "fp16": self.fp16}.get(precision)
 
 
 def _parity_gate(row: dict[str, Any], label: str, tolerances: ParityTolerances) -> dict[str, Any] | None:
-    """FP32/FP16: max |Δlogit| vs the FP32 student; INT8: top-1 agreement with it. None for the reference."""
+    """FP32/FP16: |Δlogit| vs the FP32 student within the export's tolerance (kd2trt.onnx.parity's rule, as
+    compared when the row was measured); INT8: top-1 agreement with it. None for the reference itself."""
     accuracy = row["accuracy"]
-    if "max_abs_diff_vs_fp32_student" not in accuracy or (row["backend"], row["precision"]) == ("pytorch", "fp32"):
+    if "parity_vs_fp32_student" not in accuracy or (row["backend"], row["precision"]) == ("pytorch", "fp32"):
         return None
+    parity = Parity(**accuracy["parity_vs_fp32_student"])
     if row["precision"] == "int8":
-        value, limit = accuracy["agreement_with_fp32_student"], tolerances.int8_min_agreement
-        passed, text, sign, key = value >= limit, f"agreement with the FP32 student {value:.2f}%", "≥", \
-            "bench.int8_min_agreement"
-    else:
-        value = accuracy["max_abs_diff_vs_fp32_student"]
-        limit = tolerances.fp32_atol if row["precision"] == "fp32" else tolerances.fp16_atol
-        key = "export.parity_atol" if row["precision"] == "fp32" else "export.fp16_atol"
-        passed, text, sign = value <= limit, f"max |Δlogit| vs the FP32 student {value:.3g}", "≤"
-    return {"gate": "parity", "row": label, "value": value, "limit": limit, "passed": bool(passed),
-            "message": f"{label}: {text} (required {sign} {limit:g}, {key})"}
+        value, limit = parity.top1_agreement, tolerances.int8_min_agreement
+        return {"gate": "parity", "row": label, "value": value, "limit": limit, "passed": bool(value >= limit),
+                "message": f"{label}: agreement with the FP32 student {value:.2f}% (required ≥ {limit:g}, "
+                           "bench.int8_min_agreement)"}
+    tolerance = tolerances.logits(row["precision"])
+    if tolerance is None or (parity.atol, parity.rtol) != (tolerance.atol, tolerance.rtol):
+        raise ValueError(f"{label}: parity was compared with another tolerance than the gate's")
+    # FP32/FP16 rows: the logits decide, as in the export (see kd2trt.onnx.parity.require); INT8 rows: top-1
+    return {"gate": "parity", "row": label, "value": parity.tolerance_used, "limit": 1.0,
+            "passed": parity.within_tolerance, "max_abs_diff": parity.max_abs_diff,
+            "max_rel_diff": parity.max_rel_diff,
+            "message": f"{label}: vs the FP32 student {describe(parity)} ({TOLERANCE_KEYS[row['precision']]})"}
 
 
 def evaluate_gates(result: dict[str, Any], config: BenchConfig, tolerances: ParityTolerances | None = None

@@ -216,7 +216,9 @@ def run_bench(request: BenchRequest, config: BenchConfig, console: Console | Non
         if jetson and env["jetson_clocks"].get("clocks_locked") is not True:
             runner.info.notes.append("Jetson clocks not locked (run `sudo jetson_clocks`): latencies vary with DVFS")
         row = {**runner.info.__dict__, "label": runner.info.label,
-               "accuracy": accuracy(logits, labels, teacher_logits, reference, data.classes), "latency": latency}
+               "accuracy": accuracy(logits, labels, teacher_logits, reference, data.classes,
+                                    tolerances.logits(runner.info.precision) if tolerances else None),
+               "latency": latency}
         rows.append(row)
         p50 = f"p50 {latency[b0]['host']['median_ms']:.3f} ms" if b0 in latency else f"batch {b0} not measured"
         console.print(f"{runner.info.label:48s} top-1 {row['accuracy']['top1']:6.2f}%  {p50}")
