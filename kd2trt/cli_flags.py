@@ -65,6 +65,8 @@ EXPORT_FLAGS = (
     Flag("export.calib_method", "--calib-method"),
     Flag("export.calib_images", "--calib-images"),
     Flag("export.int8_budget", "--int8-budget"),
+    Flag("export.qat_epochs", "--qat-epochs"),
+    Flag("export.qat_lr", "--qat-lr"),
     Flag("export.opset", "--opset"),
     Flag("export.simplify", "--simplify"),
     *PARITY_FLAGS,

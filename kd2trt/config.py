@@ -202,6 +202,14 @@ class ExportConfig(_Strict):
         None, ge=0, description="INT8 accuracy budget: top-1 points the INT8 graph may lose against the FP32 graph "
         "on the validation split; searches the calibration method, then keeps the fewest layers in higher "
         "precision (none: calib_method, every layer INT8)")
+    qat_epochs: int = Field(
+        0, ge=0, description="distillation-aware QAT: epochs of fine-tuning under INT8 fake quantisation on the "
+        "teacher's soft labels, from the PTQ ranges; the Q/DQ graph and the calibration caches then come from the "
+        "fine-tuned weights and the ranges trained with. With int8_budget: run only when method choice and "
+        "per-layer fallback cannot meet the budget (0: never)")
+    qat_lr: float = Field(1e-4, gt=0, description="QAT learning rate (AdamW, cosine to zero; about 1% of the "
+                          "distillation's)")
+    qat_temperature: float = Field(4.0, gt=0, description="temperature of QAT's soft-label KD loss")
     calib_seed: int = 0
     trt_versions: list[str] = Field(
         ["10.3"], description="TensorRT versions to write calibration caches for and to preflight the graph "
@@ -213,6 +221,8 @@ class ExportConfig(_Strict):
     def _budget_needs_int8(self) -> ExportConfig:
         if self.int8_budget is not None and not self.int8:
             raise ValueError("int8_budget is set but int8 is off: an INT8 budget needs the INT8 export (--int8)")
+        if self.qat_epochs > 0 and not self.int8:
+            raise ValueError("qat_epochs is set but int8 is off: QAT fine-tunes for the INT8 export (--int8)")
         return self
 
     @field_validator("trt_versions")

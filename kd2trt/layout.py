@@ -12,6 +12,7 @@ file is read and nothing heavier than the standard library is imported, so every
       <role>.pt, <role>.last.pt           checkpoint (best on validation), resume state
       <role>.metrics.json                 per-epoch history
       <role>.onnx, .fp16.onnx, .int8.onnx ModelFiles(root, role): FP32, FP16-cast and Q/DQ graphs
+      <role>.qat.onnx                     FP32 graph of the QAT-fine-tuned weights (--qat-epochs): INT8's source
       <role>.calib-trt<X.Y.Z>.cache(.json) TensorRT calibration cache (+ manifest) per TensorRT release
       <role>.export.json                  the export summary
       <role>.trtexec.txt                  trtexec builds of the same engines, for targets without kd2trt
@@ -40,6 +41,8 @@ ROLES = ("teacher", "student", "baseline")
 PRECISIONS = ("fp32", "fp16", "int8")
 #: precision -> the suffix of its ONNX graph (INT8 is the explicit Q/DQ graph)
 ONNX_SUFFIXES = {"fp32": ".onnx", "fp16": ".fp16.onnx", "int8": ".int8.onnx"}
+#: the FP32 graph of the QAT-fine-tuned weights: the source of the INT8 outputs when `--qat-epochs` ran
+QAT_ONNX_SUFFIX = ".qat.onnx"
 REPORT_SUFFIXES = {"json": ".json", "markdown": ".md", "plot": ".png"}
 _CACHE_RE = re.compile(r"\.calib-trt(\d+\.\d+\.\d+)\.cache$")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -90,7 +93,7 @@ class ModelFiles:
         name = onnx_path.name
         if not name.endswith(".onnx") or name == ".onnx":
             raise Kd2trtError(f"{onnx_path}: not an ONNX graph; pass the <model>.onnx that `kd2trt export` wrote")
-        for derived in (ONNX_SUFFIXES["fp16"], ONNX_SUFFIXES["int8"]):
+        for derived in (ONNX_SUFFIXES["fp16"], ONNX_SUFFIXES["int8"], QAT_ONNX_SUFFIX):
             if name.endswith(derived):
                 fp32 = onnx_path.with_name(name[: -len(derived)] + ".onnx")
                 raise Kd2trtError(f"{onnx_path} is a derived graph; pass the FP32 graph {fp32} (its FP16/INT8 "
@@ -99,6 +102,11 @@ class ModelFiles:
 
     def onnx(self, precision: str = "fp32") -> Path:
         return self.directory / f"{self.stem}{ONNX_SUFFIXES[precision]}"
+
+    @property
+    def qat_onnx(self) -> Path:
+        """The FP32 graph of the QAT-fine-tuned weights, which the Q/DQ graph and the caches are made from."""
+        return self.directory / f"{self.stem}{QAT_ONNX_SUFFIX}"
 
     def calib_cache(self, version: TrtVersion | str) -> Path:
         """Where the TensorRT ``version`` calibration cache is written (by export, or by live calibration)."""

@@ -123,6 +123,9 @@ class CacheManifest(_Manifest):
     tools: dict[str, str]
     #: layers (ONNX node names) an INT8 budget keeps in higher precision: the engine builder applies them
     high_precision_layers: list[str] = Field(default_factory=list)
+    #: distillation-aware QAT that made the cache's ranges and its source ONNX (epochs, lr, validation top-1
+    #: before/after, drops vs FP32); None for post-training calibration
+    qat: dict[str, Any] | None = None
 
 
 # ------------------------------------------------------------------------------------------ engines

@@ -9,4 +9,4 @@ PYTHON="${PYTHON:-python3}"
 .venv/bin/python -m pip install --quiet --upgrade pip
 if [ "$(uname -m)" = "aarch64" ]; then TORCH="torch==2.9.1 torchvision==0.24.1"; else TORCH="torch==2.14.1 torchvision==0.29.1"; fi
 .venv/bin/python -c "import torch, torchvision" 2>/dev/null || .venv/bin/python -m pip install --quiet $TORCH
-.venv/bin/python -m pip install --quiet -e '.[dev]'
+.venv/bin/python -m pip install --quiet -e '.[dev,qat]'   # qat: nvidia-modelopt (plain), for the QAT tests

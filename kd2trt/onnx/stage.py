@@ -34,6 +34,7 @@ from kd2trt.artifacts import (
 from kd2trt.config import ExportConfig, RunConfig
 from kd2trt.data import DataSplits, Preprocessing
 from kd2trt.distill.checkpoint import data_of, model_from_checkpoint, preprocessing_of, read_checkpoint
+from kd2trt.distill.qat import QatSettings, require_modelopt
 from kd2trt.errors import Kd2trtError
 from kd2trt.evaluation import TorchRunner
 from kd2trt.layout import ModelFiles, RunLayout, sidecar
@@ -52,6 +53,7 @@ from kd2trt.onnx.export import check_onnx, export_onnx, opset_of
 from kd2trt.onnx.fp16 import convert_fp16
 from kd2trt.onnx.int8_budget import search_budget
 from kd2trt.onnx.parity import TOLERANCE_KEYS, Parity, Tolerance, compare, require
+from kd2trt.onnx.qat import QatInputs, QatOutcome, run_qat
 from kd2trt.onnx.qdq import quantize_qdq
 from kd2trt.onnx.runtime import OrtRunner
 from kd2trt.onnx.trt_ops import preflight
@@ -133,11 +135,14 @@ def _timed(timings: dict[str, float], key: str, started: float) -> None:
     timings[key] = round(time.perf_counter() - started, 3)
 
 
-def export_fp32(run: ExportRun, model: nn.Module, role: str, timings: dict[str, float]) -> dict[str, Any]:
+def export_fp32(run: ExportRun, model: nn.Module, role: str, timings: dict[str, float],
+                onnx_path: Path | None = None) -> dict[str, Any]:
     """ONNX export → checker → parity gate → onnxslim → parity gate again, all before the file is renamed
-    to its final path: a graph that fails a gate is never left where bench or the engine build would find it."""
+    to its final path: a graph that fails a gate is never left where bench or the engine build would find it.
+    `onnx_path`: default `<role>.onnx` (the QAT-fine-tuned graph goes to `<role>.qat.onnx`)."""
     started = time.perf_counter()
-    onnx_path = ModelFiles(run.out_dir, role).onnx("fp32")
+    timing_key = f"{role}_onnx_seconds" if onnx_path is None else f"{role}_qat_onnx_seconds"
+    onnx_path = onnx_path or ModelFiles(run.out_dir, role).onnx("fp32")
     val_images, _ = run.split_images("val", PARITY_IMAGES)
     reference = torch_logits(model, val_images)
     tolerance = Tolerance.of(run.config, "fp32")
@@ -153,7 +158,7 @@ def export_fp32(run: ExportRun, model: nn.Module, role: str, timings: dict[str, 
     model_proto = check_onnx(onnx_path)
     record.update(opset=opset_of(model_proto), nodes=len(model_proto.graph.node), sha256=sha256_file(onnx_path),
                   input=[i.name for i in model_proto.graph.input], output=[o.name for o in model_proto.graph.output])
-    _timed(timings, f"{role}_onnx_seconds", started)
+    _timed(timings, timing_key, started)
     return record
 
 
@@ -261,16 +266,32 @@ def export_int8(run: ExportRun, fp32_path: Path, onnx_sha: str, timings: dict[st
         method, ranges, high_precision, budget = found.method, found.ranges, found.high_precision, found.record()
         calib_record = {**calib_record, "method": method}
         if not found.met:
+            drop = found.fp32_val_top1 - found.int8_val_top1
             run.console.print(f"[yellow]warning:[/] INT8 budget {run.config.int8_budget:g} points not met even "
                               f"with {len(high_precision)} layer(s) in high precision (validation drop "
-                              f"{found.fp32_val_top1 - found.int8_val_top1:.2f}); see the curve in the export "
-                              "summary, or fine-tune with quantization-aware training")
+                              f"{drop:.2f}); see the curve in the export summary"
+                              + ("; running QAT next (--qat-epochs)" if run.config.qat_epochs > 0 else
+                                 "; --qat-epochs N (export.qat_epochs) fine-tunes the student with "
+                                 "distillation-aware QAT as the next step"))
     elif ranges is None:
         ranges = calibration.collect_ranges(fp32_path, calib_set, method)
-    amax = calibration.amax_of(ranges)
     _timed(timings, "calibration_seconds", started)
+    source_path, source_sha = fp32_path, onnx_sha
+    qat: dict[str, Any] | None = None
+    if run.config.qat_epochs > 0 and (budget is None or not budget["met"]):
+        outcome = _qat(run, fp32_path, calib_set, method, ranges, high_precision, timings)
+        ranges, qat = outcome.ranges, outcome.record
+        source_path, source_sha = outcome.onnx_path, sha256_file(outcome.onnx_path)
+        if budget is not None:
+            qat["budget_met"] = qat["val_qat_drop_points"] <= run.config.int8_budget
+            budget["met_after_qat"] = qat["budget_met"]
+    else:
+        if run.config.qat_epochs > 0:
+            run.console.print("INT8      budget met by post-training quantisation: QAT not needed, not run")
+        run.files.qat_onnx.unlink(missing_ok=True)  # an earlier export's QAT graph no longer matches the caches
+    amax = calibration.amax_of(ranges)
     caches = []
-    order = calibration.graph_order(onnx.load(str(fp32_path)), amax)  # the same file for the same inputs
+    order = calibration.graph_order(onnx.load(str(source_path)), amax)  # the same file for the same inputs
     for version in run.targets:
         if not version.supports_implicit_int8:
             continue  # TensorRT 11 has no calibrator: its INT8 comes from the Q/DQ graph alone
@@ -278,20 +299,73 @@ def export_int8(run: ExportRun, fp32_path: Path, onnx_sha: str, timings: dict[st
         cache_path = run.files.calib_cache(version)
         write_cache(cache, cache_path)
         manifest = CacheManifest(cache=cache_path.name, header=cache.header, trt_version=str(version),
-                                 algorithm=cache.algorithm, tensors=len(cache.scales), source_onnx=fp32_path.name,
-                                 source_onnx_sha256=onnx_sha, calibration=calib_record,
+                                 algorithm=cache.algorithm, tensors=len(cache.scales), source_onnx=source_path.name,
+                                 source_onnx_sha256=source_sha, calibration=calib_record,
                                  preprocessing=run.checkpoint["preprocessing"], tools=tool_versions(),
-                                 high_precision_layers=high_precision)
+                                 high_precision_layers=high_precision,
+                                 qat=None if qat is None else _qat_brief(qat))
         write_manifest(sidecar(cache_path), manifest)
         caches.append({"path": str(cache_path), "header": cache.header, "sha256": sha256_file(cache_path)})
     started = time.perf_counter()
-    qdq_path = quantize_qdq(fp32_path, run.files.onnx("int8"), ranges, high_precision)
+    qdq_path = quantize_qdq(source_path, run.files.onnx("int8"), ranges, high_precision)
     _timed(timings, "qdq_seconds", started)
     out = {"qdq_onnx": {"path": str(qdq_path), "sha256": sha256_file(qdq_path)}, "caches": caches,
-           "calibration": calib_record, "tensors": len(amax), "high_precision_layers": high_precision}
+           "calibration": calib_record, "tensors": len(amax), "high_precision_layers": high_precision,
+           "source_onnx": str(source_path)}
     if budget is not None:
         out["budget"] = budget
+    if qat is not None:
+        out["qat"] = qat
     return out
+
+
+def _qat_brief(record: dict[str, Any]) -> dict[str, Any]:
+    """What the cache manifest keeps of a QAT record (the export summary has all of it)."""
+    keys = ("epochs", "lr", "temperature", "best_epoch", "val_top1_before", "val_top1_after", "val_fp32_top1",
+            "val_ptq_drop_points", "val_qat_drop_points", "test_ptq_drop_points", "test_qat_drop_points",
+            "fp32_onnx", "library")
+    return {key: record[key] for key in keys if key in record}
+
+
+def check_qat_request(run: ExportRun) -> None:
+    """Refuse a QAT request that cannot run, before any file is written (one line each, exit 2)."""
+    if run.config.qat_epochs == 0:
+        return
+    if run.request.calib_cache is not None:
+        raise Kd2trtError(f"--qat-epochs {run.config.qat_epochs} with --calib-cache {run.request.calib_cache}: QAT "
+                          "fine-tunes on the training data and the teacher, a reused cache has neither; drop one "
+                          "of the two")
+    if run.teacher is None:
+        raise Kd2trtError(f"--qat-epochs: QAT distils from the teacher, and there is no teacher.pt beside "
+                          f"{run.request.checkpoint}; copy the run's teacher.pt there, or set --qat-epochs 0")
+    require_modelopt()
+
+
+def _qat(run: ExportRun, fp32_path: Path, calib_set: calibration.CalibrationSet, method: str, ranges: Any,
+         high_precision: list[str], timings: dict[str, float]) -> QatOutcome:
+    """Distillation-aware QAT from the PTQ `ranges` (kd2trt.onnx.qat); needs the teacher and the data."""
+    check_qat_request(run)
+    assert run.teacher is not None
+    started = time.perf_counter()
+    student = model_from_checkpoint(run.checkpoint, run.request.checkpoint)
+    inputs = QatInputs(student, run.teacher, run.data.train, run.data.val, run.split_images("val"),
+                       run.split_images("test"), calib_set, method)
+    settings = QatSettings(run.config.qat_epochs, run.config.qat_lr, run.config.qat_temperature,
+                           seed=run.config.calib_seed)
+
+    def export_plain(model: nn.Module) -> Path:
+        record = export_fp32(run, model, run.role, timings, onnx_path=run.files.qat_onnx)
+        return Path(record["path"])
+
+    outcome = run_qat(inputs, fp32_path, ranges, high_precision, settings, export_plain,
+                      progress=lambda line: run.console.print(f"INT8      QAT {line}"))
+    _timed(timings, "qat_seconds", started)
+    r = outcome.record
+    run.console.print(f"INT8      QAT {r['epochs']} epoch(s), best {r['best_epoch']}: drop vs FP32 validation "
+                      f"{r['val_ptq_drop_points']:+.2f} → {r['val_qat_drop_points']:+.2f}, test "
+                      f"{r['test_ptq_drop_points']:+.2f} → {r['test_qat_drop_points']:+.2f} points "
+                      f"({r['seconds']:.0f} s); {run.files.qat_onnx.name}")
+    return outcome
 
 
 def calibration_set(run: ExportRun) -> calibration.CalibrationSet:
@@ -347,8 +421,8 @@ def _reused_cache(run: ExportRun, onnx_sha: str) -> tuple[dict[str, float], dict
     return cache.amaxes(), record, list(manifest.high_precision_layers) if manifest is not None else []
 
 
-def int8_preview(run: ExportRun, fp32: Path, fp16: Path | None, qdq: Path | None, model: nn.Module
-                 ) -> dict[str, Any]:
+def int8_preview(run: ExportRun, fp32: Path, fp16: Path | None, qdq: Path | None, model: nn.Module,
+                 qat: dict[str, Any] | None = None) -> dict[str, Any]:
     """Test-split top-1 of every form: what INT8 costs before any GPU is involved."""
     images, labels = run.split_images("test")
     rows: dict[str, float] = {}
@@ -365,6 +439,13 @@ def int8_preview(run: ExportRun, fp32: Path, fp16: Path | None, qdq: Path | None
         rows[f"{run.role} INT8 Q/DQ (ONNX Runtime, fake-quant)"] = top1(qdq_logits, labels)
         out["int8_vs_fp32"] = compare(fp32_logits, qdq_logits).as_dict()
         out["int8_drop_points"] = top1(fp32_logits, labels) - top1(qdq_logits, labels)
+    if qat is not None:  # the INT8 row above is the QAT graph; the PTQ graph it started from, for comparison
+        rows[f"{run.role} QAT FP32 (ONNX Runtime)"] = top1(ort_logits(Path(qat["fp32_onnx"]), images), labels)
+        rows[f"{run.role} Q/DQ before QAT (ONNX Runtime, fake-quant)"] = qat["test_ptq_int8_top1"]
+        out["qat"] = {"epochs": qat["epochs"], "lr": qat["lr"], "best_epoch": qat["best_epoch"],
+                      "ptq_drop_points": qat["test_ptq_drop_points"], "qat_drop_points": qat["test_qat_drop_points"],
+                      "val_ptq_drop_points": qat["val_ptq_drop_points"],
+                      "val_qat_drop_points": qat["val_qat_drop_points"]}
     return out
 
 
@@ -379,6 +460,7 @@ def run_export(request: ExportRequest, config: ExportConfig, console: Console | 
     console = console or Console()
     started = time.perf_counter()
     run = ExportRun(request, config, console)
+    check_qat_request(run)
     model = model_from_checkpoint(run.checkpoint, request.checkpoint)
     timings: dict[str, float] = {}
     fp32 = export_fp32(run, model, run.role, timings)
@@ -408,7 +490,8 @@ def run_export(request: ExportRequest, config: ExportConfig, console: Console | 
                       f"{reused})")
         if summary["int8"]["high_precision_layers"]:
             console.print(f"INT8      kept in high precision: {', '.join(summary['int8']['high_precision_layers'])}")
-    summary["preview"] = int8_preview(run, fp32_path, fp16_path, qdq_path, model)
+    qat = summary.get("int8", {}).get("qat")
+    summary["preview"] = int8_preview(run, fp32_path, fp16_path, qdq_path, model, qat)
     summary["timings"] = {**timings, "total_seconds": round(time.perf_counter() - started, 3)}
     summary["tools"] = tool_versions()
     atomic_write_json(run.files.export_summary, summary)
@@ -422,5 +505,7 @@ def export_stage(config: RunConfig, layout: RunLayout, console: Console, resume:
     outputs += [Path(summary[key]["path"]) for key in ("teacher_onnx", "fp16") if key in summary]
     if "int8" in summary:
         outputs += [Path(summary["int8"]["qdq_onnx"]["path"])] + [Path(c["path"]) for c in summary["int8"]["caches"]]
+        if "qat" in summary["int8"]:
+            outputs.append(Path(summary["int8"]["qat"]["fp32_onnx"]))
     text = ", ".join(f"{k} {v:.2f}%" for k, v in summary["preview"]["top1"].items() if "ONNX" in k)
     return StageResult(outputs, text, report=summary)

@@ -50,7 +50,8 @@ __all__ = [
 
 PRECISIONS = ("fp32", "fp16", "int8")
 INT8_PATHS = ("auto", "cache", "qdq")
-ARTIFACT_KINDS = frozenset({"onnx", "fp16_onnx", "qdq_onnx", "calib_cache"})
+#: qat_onnx: the QAT-fine-tuned FP32 graph, the source of implicit INT8 when export wrote one
+ARTIFACT_KINDS = frozenset({"onnx", "fp16_onnx", "qdq_onnx", "calib_cache", "qat_onnx"})
 
 # The commands the error messages send the user to. Kept here so the CLI owner can change them in one place.
 EXPORT_COMMAND = "kd2trt export <checkpoint>"
@@ -102,12 +103,22 @@ def discover_artifacts(onnx_path: str | Path, trt_version: TrtVersion | None = N
     for kind, precision in (("onnx", "fp32"), ("fp16_onnx", "fp16"), ("qdq_onnx", "int8")):
         if files.onnx(precision).is_file():
             found.paths[kind] = files.onnx(precision)
+    if files.qat_onnx.is_file():  # QAT ran: the calibration caches were made for its fine-tuned FP32 graph
+        found.paths["qat_onnx"] = files.qat_onnx
     for candidate, version in files.calib_caches():
         if trt_version is not None and version == str(trt_version):
             found.paths["calib_cache"] = candidate
         else:
             found.other_caches.append(candidate)
     return found
+
+
+def implicit_int8_source(plan: PrecisionPlan, paths: dict[str, Path]) -> Path:
+    """The graph an engine of `plan` is built from: for implicit INT8, the QAT-fine-tuned FP32 graph when export
+    wrote one (the calibration cache holds the ranges its weights were trained for), else the plan's graph."""
+    if plan.quantization == "implicit" and "qat_onnx" in paths:
+        return paths["qat_onnx"]
+    return paths[plan.onnx_kind]
 
 
 def _check_choice(name: str, value: str, allowed: Iterable[str]) -> None:

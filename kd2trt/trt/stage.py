@@ -20,7 +20,7 @@ from kd2trt.errors import Kd2trtError
 from kd2trt.layout import ModelFiles, RunLayout, engine_filename, sidecar, slug
 from kd2trt.results import StageResult
 from kd2trt.trt.capabilities import TrtCapabilities
-from kd2trt.trt.plan import Artifacts, plan_precision
+from kd2trt.trt.plan import Artifacts, implicit_int8_source, plan_precision
 from kd2trt.trt.wiring import BuildSettings, DeviceFacts, GraphInput, plan_build
 
 if TYPE_CHECKING:
@@ -122,7 +122,7 @@ def plan_engines(config: RunConfig, caps: TrtCapabilities, device: DeviceFacts, 
                               input_chw=input_chw, calibration_batch=CALIBRATION_BATCH, layer_precisions=pins)
         target = Path(engines_dir) / engine_filename(sources.model, precision, device.compute_capability,
                                                      caps.version)
-        jobs.append(EngineJob(precision, artifacts.paths[plan.onnx_kind], target, settings))
+        jobs.append(EngineJob(precision, implicit_int8_source(plan, artifacts.paths), target, settings))
     return jobs
 
 

@@ -39,6 +39,8 @@ def trtexec_command(plan: PrecisionPlan, files: ModelFiles, version: TrtVersion,
     `batches` is (min, opt, max). The FP32 engine keeps TF32 off, as kd2trt's own FP32 reference does.
     """
     onnx = {"onnx": files.onnx("fp32"), "fp16_onnx": files.onnx("fp16"), "qdq_onnx": files.onnx("int8")}
+    if plan.quantization == "implicit" and files.qat_onnx.is_file():
+        onnx["onnx"] = files.qat_onnx  # QAT ran: the cache holds the ranges its fine-tuned weights need
     c, h, w = chw
     shape = lambda batch: f"{input_name}:{batch}x{c}x{h}x{w}"  # noqa: E731
     engine = f"{model or files.stem}-{plan.precision}-trt{version}.engine"
