@@ -108,14 +108,17 @@ def test_kill_9_during_distill_then_run_again_completes(tmp_path: Path) -> None:
 
 
 def test_imagefolder_recipe_end_to_end(digits_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """pipeline/imagefolder.yaml (ResNet-18 teacher, hint loss) on digits written as PNG class folders."""
+    """pipeline/imagefolder.yaml (ResNet-18 teacher, class-weighted CE, selection on balanced accuracy) on digits
+    written as PNG class folders."""
     monkeypatch.chdir(tmp_path)
     config = load_config(REPO / "pipeline" / "imagefolder.yaml", {
         "data.spec": f"imagefolder:{digits_folder}", "data.image_size": 32, "data.num_workers": 0,
         "teacher.train.epochs": 2, "student.train.epochs": 2, "device": "cpu", **FAST_REST})
     outcomes = run_pipeline(config, tmp_path / "run", console=QUIET)
     assert outcomes["distill"]["result"]["teacher"]["params"] > 10_000_000  # a real ResNet-18
-    assert "loss_hint" in json.loads((tmp_path / "run" / "student.metrics.json").read_text())[0]
+    first_epoch = json.loads((tmp_path / "run" / "student.metrics.json").read_text())[0]
+    assert "val_balanced_accuracy" in first_epoch and "loss_hint" not in first_epoch  # no hint: it lost to scratch
+    assert outcomes["distill"]["result"]["student"]["select_metric"] == "balanced_accuracy"
     assert outcomes["export"]["status"] == outcomes["bench"]["status"] == "ran"
     assert [r["backend"] for r in outcomes["bench"]["result"]["rows"]].count("onnxruntime") == 3
 
