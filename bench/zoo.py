@@ -16,6 +16,8 @@ architecture. Writes bench/results/zoo.json and prints a Markdown table for the 
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import os
 import platform
 import statistics
@@ -72,6 +74,11 @@ def export_figures(checkpoint: Path, out_dir: Path) -> dict[str, Any]:
         summary = run_export(ExportRequest(checkpoint, out_dir=out_dir, force=True), config, QUIET)
     except Kd2trtError as exc:
         return {"error": str(exc)}
+    return figures_of_export(summary)
+
+
+def figures_of_export(summary: dict[str, Any]) -> dict[str, Any]:
+    """The zoo's export columns from an export summary (`<model>.export.json`)."""
     preview = summary["preview"]
     fp16 = summary["fp16"]["parity_vs_fp32"]
     return {"fp16_max_abs_diff": fp16["max_abs_diff"], "fp16_max_rel_diff": fp16.get("max_rel_diff"),
@@ -102,8 +109,13 @@ def markdown(result: dict[str, Any]) -> str:
     for arch, row in result["students"].items():
         cells = [f"`{arch}`", f"{row['params'] / 1e6:.2f} M"]
         for p in protocols:
-            fig = row["protocols"][p]
-            cells += [f"{fig['kd']['mean']:.1f} ± {fig['kd']['sd']:.1f}",
+            fig = row["protocols"].get(p)
+            if fig is None:
+                cells += ["—", "—", "—"]
+                continue
+            runs = len(fig["kd"]["values"])
+            seeds = f" (n={runs})" if runs != result["seeds"] else ""
+            cells += [f"{fig['kd']['mean']:.1f} ± {fig['kd']['sd']:.1f}{seeds}",
                       f"{fig['scratch']['mean']:.1f} ± {fig['scratch']['sd']:.1f}",
                       f"{fig['kd_gain']['mean']:+.1f} ± {fig['kd_gain']['sd']:.1f}"]
         exp = row.get("export", {})
@@ -135,6 +147,9 @@ def main() -> None:
     parser.add_argument("--no-export", action="store_true", help="skip the FP16 / INT8 export figures")
     parser.add_argument("--work", type=Path, default=Path("runs/bench-zoo"))
     parser.add_argument("--out", type=Path, default=Path("bench/results/zoo.json"))
+    parser.add_argument("--collect", action="store_true",
+                        help="train nothing: tabulate the runs already finished under --work (seeds missing there "
+                             "are left out and counted), e.g. after an interrupted benchmark")
     args = parser.parse_args()
     console = Console()
     students = [s.strip() for s in args.students.split(",") if s.strip()]
@@ -147,7 +162,7 @@ def main() -> None:
         write_digits_folder(data_root, image_size=64, channels=3, per_class=per_class, seed=0)
 
     teachers: dict[int, tuple[Path, float, float]] = {}
-    for seed in range(args.seeds):
+    for seed in range(0 if args.collect else args.seeds):
         run_dir = args.work / f"seed{seed}" / "teacher"
         config = load_config(None, {**recipe(args, data_root, seed), **student_overrides("cnn")})
         run = DistillRun(config, run_dir, False, QUIET)
@@ -159,6 +174,7 @@ def main() -> None:
                       f"({report.as_dict()['train_seconds_per_epoch']:.1f} s/epoch)")
 
     rows: dict[str, Any] = {}
+    collected_teachers: dict[int, dict[str, Any]] = {}
     train_images = 0
     for arch in students:
         row: dict[str, Any] = {"protocols": {}, "warnings": []}
@@ -166,11 +182,21 @@ def main() -> None:
         for fraction in protocols:
             kd, scratch = [], []
             for seed in range(args.seeds):
-                teacher_path = teachers[seed][0]
+                teacher_path = teachers[seed][0] if seed in teachers else Path("unused")
                 overrides = {**recipe(args, data_root, seed), **student_overrides(arch),
                              "teacher.weights": str(teacher_path), "data.labeled_fraction": float(fraction)}
                 run_dir = args.work / f"seed{seed}" / arch.replace(":", "_") / f"labels{fraction}"
-                summary = run_distill(load_config(None, overrides), run_dir, console=QUIET)
+                if args.collect:
+                    if not (run_dir / "distill.json").is_file():
+                        row["missing_runs"] = row.get("missing_runs", 0) + 1
+                        continue
+                    summary = json.loads((run_dir / "distill.json").read_text())
+                    collected_teachers[seed] = summary["teacher"]
+                    exported = run_dir / "export" / "student.export.json"
+                    if seed == 0 and fraction == protocols[0] and exported.is_file():
+                        row["export"] = figures_of_export(json.loads(exported.read_text()))
+                else:
+                    summary = run_distill(load_config(None, overrides), run_dir, console=QUIET)
                 kd.append(summary["student"]["test_top1"])
                 scratch.append(summary["baseline"]["test_top1"])
                 epoch_seconds += [summary["student"]["train_seconds_per_epoch"],
@@ -181,13 +207,20 @@ def main() -> None:
                 console.print(f"{arch:28s} labels {float(fraction):4.0%} seed {seed}: KD {kd[-1]:6.2f}  "
                               f"scratch {scratch[-1]:6.2f}  ({summary['wall_seconds']:.0f}s)"
                               + "".join(f"\n  warning: {w}" for w in summary["warnings"]))
-                if not args.no_export and seed == 0 and fraction == protocols[0]:
+                if not args.no_export and not args.collect and seed == 0 and fraction == protocols[0]:
                     row["export"] = export_figures(run_dir / "student.pt", run_dir / "export")
+            if not kd:
+                continue
             row["protocols"][fraction] = {
                 "kd": mean_sd(kd), "scratch": mean_sd(scratch),
                 "kd_gain": mean_sd([a - b for a, b in zip(kd, scratch, strict=True)])}
+        if not epoch_seconds:  # --collect: no finished run of this student
+            continue
         row["seconds_per_epoch"] = statistics.fmean(epoch_seconds)
         rows[arch] = row
+    if args.collect:
+        teachers = {seed: (Path(), t["test_top1"], t.get("train_seconds_per_epoch", math.nan))
+                    for seed, t in collected_teachers.items()}
 
     result = {
         "kd2trt": __version__, "torch": torch.__version__,
@@ -204,7 +237,9 @@ def main() -> None:
         "chance_top1": 10.0,
         "all_students_above_chance": all(
             row["protocols"][p]["kd"]["mean"] > 30.0 and row["protocols"][p]["scratch"]["mean"] > 30.0
-            for row in rows.values() for p in protocols),
+            for row in rows.values() for p in row["protocols"]),
+        "students_not_run": [arch for arch in students if arch not in rows],
+        "collected": args.collect,
         "wall_seconds": time.perf_counter() - started,
     }
     result["markdown"] = markdown(result)
