@@ -21,14 +21,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from rich.console import Console
 
 from kd2trt import __version__
 from kd2trt.artifacts import atomic_write_json
-from kd2trt.config import load_config
+from kd2trt.config import load_config, parse_override
 from kd2trt.data import write_digits_folder
 from kd2trt.distill.train import run_distill
+from kd2trt.errors import Kd2trtError
 
 QUIET = Console(file=open(os.devnull, "w"))  # noqa: SIM115
 DIGITS, PER_CLASS = [3, 8], [60, 180]
@@ -37,17 +37,6 @@ DIGITS, PER_CLASS = [3, 8], [60, 180]
 def mean_sd(values: list[float]) -> dict[str, Any]:
     return {"mean": statistics.fmean(values), "sd": statistics.stdev(values) if len(values) > 1 else 0.0,
             "values": values}
-
-
-def overrides_of(pairs: list[str]) -> dict[str, Any]:
-    """`KEY=VALUE` pairs, the value read as YAML (as `kd2trt --set` reads it)."""
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep:
-            raise SystemExit(f"--set {pair!r}: expected KEY=VALUE")
-        out[key] = yaml.safe_load(value)
-    return out
 
 
 def main() -> None:
@@ -64,7 +53,12 @@ def main() -> None:
     data_root = args.work / "data"
     if not (data_root / "test").is_dir():
         write_digits_folder(data_root, image_size=128, channels=1, digits=DIGITS, per_class=PER_CLASS, seed=0)
-    extra = overrides_of(args.overrides)
+    try:
+        extra = dict(parse_override(pair) for pair in args.overrides)  # kd2trt's own --set parser
+        load_config(args.recipe, extra)  # a bad recipe or key: one line before any training
+    except Kd2trtError as exc:
+        console.print(f"[red]error[/]: {exc}")
+        raise SystemExit(2) from None
 
     per_seed = []
     for seed in range(args.seeds):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -10,6 +12,20 @@ from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
+
+
+def interrupt_after_writing(monkeypatch: pytest.MonkeyPatch, module: Any, filename: str) -> Callable[..., Path]:
+    """Make `module.atomic_write_json` raise KeyboardInterrupt right after it wrote a file named `filename` (a
+    kill between two epochs, the state of the finished one on disk); return the real writer, to restore."""
+    real_write = module.atomic_write_json
+
+    def write_then_interrupt(path: Path, obj: object) -> Path:
+        written = real_write(path, obj)
+        if Path(path).name == filename:
+            raise KeyboardInterrupt
+        return written
+    monkeypatch.setattr(module, "atomic_write_json", write_then_interrupt)
+    return real_write
 
 
 def child_pythonpath() -> str:

@@ -20,7 +20,7 @@ from kd2trt.config import load_config
 from kd2trt.distill.checkpoint import model_from_checkpoint, read_checkpoint
 from kd2trt.distill.train import run_distill
 from kd2trt.errors import Kd2trtError
-from tests.conftest import REPO, child_pythonpath, tiny_overrides
+from tests.conftest import REPO, child_pythonpath, interrupt_after_writing, tiny_overrides
 
 QUIET = Console(file=open(os.devnull, "w"))  # noqa: SIM115
 
@@ -84,13 +84,7 @@ def test_resume_after_interruption_is_bit_identical(tmp_path: Path, monkeypatch:
     overrides = tiny_overrides(**{"distill.baseline": False, "student.train.epochs": 3})
     run_distill(load_config(None, overrides), tmp_path / "straight", console=QUIET)
 
-    real_write = loop.atomic_write_json
-    def interrupt_after_first_student_epoch(path: Path, obj: object) -> Path:
-        out = real_write(path, obj)
-        if Path(path).name == "student.metrics.json":
-            raise KeyboardInterrupt
-        return out
-    monkeypatch.setattr(loop, "atomic_write_json", interrupt_after_first_student_epoch)
+    real_write = interrupt_after_writing(monkeypatch, loop, "student.metrics.json")  # after the first epoch
     started = time.perf_counter()
     with pytest.raises(KeyboardInterrupt):
         run_distill(load_config(None, overrides), tmp_path / "resumed", console=QUIET)

@@ -30,7 +30,7 @@ from kd2trt.distill.train import run_distill
 from kd2trt.errors import Kd2trtError
 from kd2trt.layout import RunLayout
 from kd2trt.metrics import balanced_accuracy, class_counts, is_imbalanced, per_class_recall
-from tests.conftest import tiny_overrides
+from tests.conftest import interrupt_after_writing, tiny_overrides
 
 CPU = DistContext(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
 
@@ -189,14 +189,7 @@ def test_distill_with_imbalance_options_reports_and_resumes_bit_identically(
     on_disk = json.loads((tmp_path / "straight" / "distill.json").read_text())
     assert on_disk["student"]["test_balanced_accuracy"] == summary["student"]["test_balanced_accuracy"]
 
-    real_write = loop.atomic_write_json
-
-    def interrupt_after_first_student_epoch(path: Path, obj: object) -> Path:
-        written = real_write(path, obj)
-        if Path(path).name == "student.metrics.json":
-            raise KeyboardInterrupt
-        return written
-    monkeypatch.setattr(loop, "atomic_write_json", interrupt_after_first_student_epoch)
+    real_write = interrupt_after_writing(monkeypatch, loop, "student.metrics.json")  # after the first epoch
     with pytest.raises(KeyboardInterrupt):
         run_distill(load_config(None, overrides), tmp_path / "resumed", console=Console(file=io.StringIO()))
     monkeypatch.setattr(loop, "atomic_write_json", real_write)
