@@ -165,7 +165,7 @@ def main() -> None:
     for seed in range(0 if args.collect else args.seeds):
         run_dir = args.work / f"seed{seed}" / "teacher"
         config = load_config(None, {**recipe(args, data_root, seed), **student_overrides("cnn")})
-        run = DistillRun(config, run_dir, False, QUIET)
+        run = DistillRun(config, run_dir, "matching", QUIET)  # a finished teacher of this recipe is reused
         run_dir.mkdir(parents=True, exist_ok=True)
         _, report = run.teacher()
         teachers[seed] = (run.layout.checkpoint("teacher"), report.test_top1,

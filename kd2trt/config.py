@@ -65,9 +65,9 @@ class DataConfig(_Strict):
     batch_size: int = Field(64, ge=1)
     num_workers: int = Field(0, ge=0)
     class_weights: Literal["none", "balanced"] = Field(
-        "none", description="weights of the hard-label CE term: balanced = n / (classes · count) per class, "
-        "counted over the labels each stage's CE sees (sklearn's 'balanced'); the soft-label KD term is not "
-        "weighted")
+        "none", description="per-class loss weights: balanced = n / (classes · count) per class, counted over "
+        "the labels each stage's CE sees (sklearn's 'balanced'); they weight the CE term and the KD term (an "
+        "unlabeled image by the teacher's predicted class)")
     sampler: Literal["random", "balanced"] = Field(
         "random", description="how training batches are drawn: random = a shuffle of the training split; "
         "balanced = every class equally often, with replacement (torch's WeightedRandomSampler), by the labels "
@@ -99,8 +99,12 @@ class TrainConfig(_Strict):
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     warmup: float = Field(
         0.05, ge=0, lt=1, description="share of the steps over which the learning rate ramps up linearly from "
-        "zero (cosine and constant schedules; onecycle has its own): a full-size first step kills heads such as "
-        "SqueezeNet's final conv + ReLU")
+        "zero (cosine and constant schedules; onecycle has its own): AdamW's first steps move every weight by "
+        "about the full rate whatever its gradient")
+    stall_restarts: int = Field(
+        2, ge=0, description="when the training loss has not fallen and validation is at chance after 100 steps "
+        "(and twice the warm-up), restart the stage from its initial weights at a third of the learning rate, "
+        "at most this many times (0: never); each restart is a warning in distill.json")
     grad_clip: float | None = Field(
         None, gt=0, description="clip the gradients' global L2 norm to this value; null: no clipping")
     bn_recalibration_images: int = Field(

@@ -54,7 +54,7 @@ def test_balanced_accuracy_is_sklearns_and_recall_marks_absent_classes() -> None
     assert is_imbalanced([0, 0, 0, 1], 2) and not is_imbalanced([0, 1, 0, 1, 2, 2], 3)
 
 
-def test_class_weights_are_sklearns_balanced_and_weight_the_ce_term_only() -> None:
+def test_class_weights_are_sklearns_balanced_and_weight_both_terms() -> None:
     labels = torch.tensor([0] * 30 + [1] * 90 + [2] * 15)
     expected = compute_class_weight("balanced", classes=np.arange(3), y=labels.numpy())
     assert balanced_class_weights(labels, 3).numpy() == pytest.approx(expected)
@@ -68,8 +68,16 @@ def test_class_weights_are_sklearns_balanced_and_weight_the_ce_term_only() -> No
     weighted_mean = (per_item * weights[target]).sum() / weights[target].sum()
     assert hard_label_ce(logits, target, class_weights=weights) == pytest.approx(float(weighted_mean))
     plain = DistillationLoss(alpha=0.5)(logits, teacher, target)[1]
-    weighted = DistillationLoss(alpha=0.5, class_weights=weights)(logits, teacher, target)[1]
-    assert weighted["kd"] == plain["kd"] and weighted["ce"] != pytest.approx(plain["ce"])
+    labeled = torch.tensor([True, False] * 6)
+    weighted = DistillationLoss(alpha=0.5, class_weights=weights)(logits, teacher, target, labeled)[1]
+    assert weighted["ce"] != pytest.approx(plain["ce"])
+    # the KD term: each item's KL weighted by its class (its label where labeled, else the teacher's top class)
+    per_item_kl = (teacher.div(4).softmax(1) * (teacher.div(4).log_softmax(1) - logits.div(4).log_softmax(1))).sum(1)
+    classes = torch.where(labeled, target, teacher.argmax(1))
+    expected_kd = float((per_item_kl * weights[classes]).sum() / weights[classes].sum() * 16)
+    assert weighted["kd"] == pytest.approx(expected_kd, rel=1e-5)
+    assert plain["kd"] == pytest.approx(float(per_item_kl.mean() * 16), rel=1e-5)
+    assert expected_kd != pytest.approx(plain["kd"], rel=1e-3)
 
 
 # ------------------------------------------------------------------------------------------------ sampler

@@ -114,24 +114,36 @@ def test_weights_only_refusal_is_one_line(tmp_path: Path) -> None:
     assert "\n" not in str(caught.value)
 
 
-def test_probe_revives_a_relu_head_without_changing_predictions_and_refuses_too_small_images() -> None:
+def test_probe_removes_the_relu_on_the_logits_and_the_spec_rebuilds_that_network(tmp_path: Path) -> None:
+    from kd2trt.data import Preprocessing
+    from kd2trt.distill.checkpoint import make_checkpoint, model_from_checkpoint, read_checkpoint
     from kd2trt.models import probe_model
 
     torch.manual_seed(0)
-    squeeze = build_model(model_spec("squeezenet1_1", 3, 10)).eval()
-    final = squeeze.classifier[1]
-    assert torch.equal(final.bias, torch.zeros(10))  # torchvision's init: a zero bias under a ReLU
+    spec = model_spec("squeezenet1_1", 3, 10)
+    squeeze = build_model(spec).eval()
     x = torch.randn(4, 3, 32, 32)
-    before = squeeze(x)
-    assert probe_model(squeeze, 3, 32, "student", "squeezenet1_1")
-    assert torch.equal(final.bias, torch.ones(10))
-    after = squeeze(x)
-    assert torch.equal(after.argmax(1), before.argmax(1)) and (after > 0).all()  # live, same answers
-    resnet = build_model(model_spec("resnet18", 3, 10))
-    state = {k: v.clone() for k, v in resnet.state_dict().items()}
-    assert not probe_model(resnet, 3, 32, "teacher", "resnet18")
-    assert all(torch.equal(v, resnet.state_dict()[k]) for k, v in state.items())
+    pre_relu = squeeze.classifier[3](squeeze.classifier[1](squeeze.features(x))).flatten(1)
+    assert (pre_relu < 0).any()  # what the ReLU would clip to 0
+    assert probe_model(squeeze, 3, 32, "student", "squeezenet1_1") == ["classifier.2"]
+    assert isinstance(squeeze.classifier[2], nn.Identity)
+    assert all(isinstance(m, nn.ReLU) for name, m in squeeze.features.named_modules() if "activation" in name)
+    assert torch.allclose(squeeze(x), pre_relu, atol=1e-6)  # the logits, unrectified
+    torch.save(make_checkpoint(
+        "student", {**spec, "identity_modules": ["classifier.2"]}, squeeze.state_dict(), [str(i) for i in range(10)],
+        {"spec": "digits", "image_size": 32, "val_fraction": 0.2, "test_fraction": 0.2, "split_seed": 0},
+        Preprocessing(image_size=32, channels=3, mean=(0.5,) * 3, std=(0.25,) * 3), {}), tmp_path / "student.pt")
+    rebuilt = model_from_checkpoint(read_checkpoint(tmp_path / "student.pt"))
+    assert torch.equal(rebuilt(x), squeeze(x))
+    assert isinstance(build_model(spec).classifier[2], nn.ReLU)  # a spec without the record: torchvision's network
+    for arch in ("resnet18", "mobilenet_v3_small", "cnn"):  # heads without a rectifier after the last layer
+        model = build_model(model_spec(arch, 3, 10, [8, 16] if arch == "cnn" else None))
+        state = {k: v.clone() for k, v in model.state_dict().items()}
+        assert probe_model(model, 3, 32, "teacher", arch) == []
+        assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())
     with pytest.raises(Kd2trtError, match=r"student 'squeezenet1_1' cannot take 16×16 images \(.*\); raise "
                                           r"data\.image_size") as info:
         probe_model(squeeze, 3, 16, "student", "squeezenet1_1")
     assert "\n" not in str(info.value)
+    with pytest.raises(Kd2trtError, match=r"identity_modules names 'classifier\.9'"):
+        build_model({**spec, "identity_modules": ["classifier.9"]})

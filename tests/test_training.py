@@ -194,3 +194,115 @@ def test_channels_last_trains_in_that_layout_and_saves_contiguous_weights(tmp_pa
     assert all(p.is_contiguous() for p in model.parameters())  # handed on (export, bench) as NCHW
     assert use_channels_last("on", torch.device("cpu")) and not use_channels_last("off", torch.device("cpu"))
     assert use_channels_last("auto", torch.device("cpu")) and not use_channels_last("auto", torch.device("cuda"))
+
+
+def dead_at_init_net() -> nn.Module:
+    """An MLP whose hidden ReLUs are all off for any input (bias -1000): its output cannot depend on the input."""
+    net = nn.Sequential(nn.Flatten(), nn.Linear(256, 32), nn.ReLU(), nn.Linear(32, 10))
+    with torch.no_grad():
+        net[1].bias.fill_(-1000.0)
+    return net
+
+
+def test_the_stall_check_waits_for_enough_steps_and_leaves_time_to_train() -> None:
+    from kd2trt.distill.loop import stall_check_epoch
+
+    assert stall_check_epoch(34, TrainConfig(epochs=6, warmup=0.1)) == 2      # the zoo: after 102 steps
+    assert stall_check_epoch(500, TrainConfig(epochs=6, warmup=0.1)) == 1     # never after the first epoch
+    assert stall_check_epoch(4, TrainConfig(epochs=6, warmup=0.1)) is None    # 24 steps in all: no verdict
+    assert stall_check_epoch(100, TrainConfig(epochs=30, warmup=0.1)) == 5    # twice a long warm-up
+    assert stall_check_epoch(100, TrainConfig(epochs=20, warmup=0.3)) is None  # no time left after it
+
+
+def test_stalled_means_a_flat_loss_and_validation_near_chance() -> None:
+    from kd2trt.distill.loop import stalled
+
+    def history(losses, tops):
+        return [{"train_loss": loss, "val_top1": top} for loss, top in zip(losses, tops, strict=True)]
+
+    assert stalled(history([15.08, 14.88, 14.81], [9.7, 7.8, 19.2]), 10.0)       # SqueezeNet at 3e-3: wanders
+    assert not stalled(history([15.08, 14.88], [9.7, 33.0]), 10.0)               # a quarter of the way up
+    assert not stalled(history([2.3, 2.0, 1.5], [10.0, 10.0, 11.0]), 10.0)       # the loss falls: slow, alive
+    assert not stalled(history([0.30, 0.31, 0.30], [88.0, 87.0, 88.0]), 10.0)    # flat because already good
+    assert stalled(history([0.69, 0.69, 0.70], [75.0, 75.0, 76.0]), 75.0)        # 1:3 classes, the majority
+    assert not stalled(history([2.3], [10.0]), 10.0)
+
+
+def test_a_stalled_start_restarts_from_the_initial_weights_at_a_third_of_the_rate(tmp_path: Path) -> None:
+    data = load_data(DataConfig())
+    config = TrainConfig(epochs=4, lr=0.01, warmup=0.0, bn_recalibration_images=0, stall_restarts=2)
+    net = dead_at_init_net()
+    initial = {k: v.clone() for k, v in net.state_dict().items()}
+    log = io.StringIO()
+
+    def step(module, batch):
+        images, labels, _ = batch
+        loss = nn.functional.cross_entropy(module(images), labels)
+        return loss, {"ce": float(loss.detach())}
+
+    starts: list[dict[str, torch.Tensor]] = []
+    stage = Stage("student", config, net, net, data.train, step, lambda m, _: {"state": m.state_dict()}, "h")
+    real_load = net.load_state_dict
+    net.load_state_dict = lambda state, *a, **k: (starts.append({n: t.clone() for n, t in state.items()}),  # type: ignore[method-assign]
+                                                  real_load(state, *a, **k))[1]
+    result = fit(stage, data.val, CPU, RunLayout(tmp_path), seed=0, batch_size=8, num_workers=0, resume=False,
+                 console=Console(file=log, width=300))
+    assert [r["lr"] for r in result.restarts] == pytest.approx([0.01, 0.01 / 3])
+    assert [r["epochs"] for r in result.restarts] == [2, 2]
+    assert len(starts) == 3  # two restarts, then the best epoch's weights at the end
+    assert all(torch.equal(start[k], initial[k]) for start in starts[:2] for k in initial)  # from the init, twice
+    assert len(result.history) == 4 and result.epochs_run == 4
+    first, second, last = result.warnings  # two restarts, then the last attempt's own diagnosis: still stuck
+    assert "restarting from the initial weights at lr 0.00333 instead of 0.01" in first
+    assert "student.train.stall_restarts" in second and "lr 0.00111 instead of 0.00333" in second
+    assert "does not fall" in last and "student.train.lr 0.00111111" in last
+    assert log.getvalue().count("restarting from the initial weights") == 2
+    never = TrainConfig(epochs=4, lr=0.01, warmup=0.0, bn_recalibration_images=0, stall_restarts=0)
+    assert _fit(tmp_path / "never", dead_at_init_net(), data.train, data.val, never,
+                Console(file=io.StringIO())).restarts == []
+    healthy = TrainConfig(epochs=6, lr=0.01, warmup=0.0, bn_recalibration_images=0)
+    assert _fit(tmp_path / "healthy", slow_bn_net(0.1), data.train, data.val, healthy,
+                Console(file=io.StringIO())).restarts == []
+
+
+@pytest.mark.parametrize("killed_after_writes", [1, 3])  # before the restart / in the restarted attempt
+def test_a_run_killed_before_or_after_a_restart_resumes_bit_identically(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, killed_after_writes: int) -> None:
+    from kd2trt.distill import loop
+
+    data = load_data(DataConfig())
+    config = TrainConfig(epochs=4, lr=0.01, warmup=0.0, bn_recalibration_images=0, stall_restarts=1)
+
+    def run(out: Path, resume: bool):
+        torch.manual_seed(0)
+        net = dead_at_init_net()
+
+        def step(module, batch):
+            images, labels, _ = batch
+            loss = nn.functional.cross_entropy(module(images), labels)
+            return loss, {"ce": float(loss.detach())}
+        stage = Stage("student", config, net, net, data.train, step, lambda m, _: {"state": m.state_dict()}, "h")
+        result = fit(stage, data.val, CPU, RunLayout(out), seed=0, batch_size=8, num_workers=0, resume=resume,
+                     console=Console(file=io.StringIO()))
+        return result, net
+
+    straight, straight_net = run(tmp_path / "straight", False)
+    real_write, writes = loop.atomic_write_json, []
+
+    def write_then_interrupt(path, obj):  # each epoch writes the metrics once; a restart ends an epoch unwritten
+        written = real_write(path, obj)
+        writes.append(path)
+        if len(writes) == killed_after_writes:
+            raise KeyboardInterrupt
+        return written
+    monkeypatch.setattr(loop, "atomic_write_json", write_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "killed", False)
+    monkeypatch.setattr(loop, "atomic_write_json", real_write)
+    resumed, resumed_net = run(tmp_path / "killed", True)
+    assert resumed.resumed_from == {1: 1, 3: 2}[killed_after_writes]
+    assert [r["lr"] for r in resumed.restarts] == [r["lr"] for r in straight.restarts] == [0.01]
+    assert resumed.history[-1]["lr"] == straight.history[-1]["lr"]
+    assert [h["train_loss"] for h in resumed.history] == [h["train_loss"] for h in straight.history]
+    assert resumed.warnings == straight.warnings
+    assert all(torch.equal(v, resumed_net.state_dict()[k]) for k, v in straight_net.state_dict().items())

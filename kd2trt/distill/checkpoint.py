@@ -42,6 +42,7 @@ class ModelSpec(BaseModel):
     channels: list[PositiveInt] | None = Field(None, min_length=1)
     blocks: PositiveInt = 1
     dropout: float = Field(0.0, ge=0, lt=1)
+    identity_modules: list[str] = Field(default_factory=list)  # rectifiers on the logits, removed (probe_model)
 
     @model_validator(mode="after")
     def _cnn_needs_channels(self) -> ModelSpec:

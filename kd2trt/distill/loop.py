@@ -18,8 +18,9 @@ What makes real architectures train with one recipe, none special-cased:
   running statistics are still near their initial values, and the eval-mode network scores chance while the
   training loss is near zero. Rank 0 computes them and broadcasts them with the other buffers.
 - a linear learning-rate warm-up (`train.warmup`, a share of the steps): AdamW's first steps move every weight
-  by about the full learning rate whatever its gradient, which pushes SqueezeNet's final conv (initialised
-  with std 0.01, followed by a ReLU) entirely negative — a dead head whose loss stays at ln(classes).
+  by about the full learning rate whatever its gradient.
+- logits that are not rectified: a ReLU after the last weighted layer (SqueezeNet's head) is removed when the
+  model is built (`kd2trt.models.probe_model`), since it kills the network in the first epochs at any rate.
 - `train.channels_last` (auto: on for the CPU, measured by bench/channels_last.py): the trained modules'
   parameters and each batch's images in the channels_last memory format. Validation and BatchNorm recalibration
   run on those weights (a convolution follows its weight's layout); at the end of the stage the modules are
@@ -97,6 +98,7 @@ class FitResult:
     resumed_from: int | None = None
     warnings: list[str] = field(default_factory=list)
     select_metric: SelectMetric = "top1"
+    restarts: list[dict[str, Any]] = field(default_factory=list)  # stalled starts abandoned (train.stall_restarts)
 
     def best_score(self) -> float:
         """The selection figure of the best epoch so far; -inf before the first."""
@@ -134,6 +136,47 @@ def use_channels_last(setting: str, device: torch.device) -> bool:
     if setting == "auto":
         return CHANNELS_LAST_AUTO.get(device.type, False)
     return setting == "on"
+
+
+#: a start is judged stalled only after this many optimiser steps (and twice the warm-up): a loss that has not
+#: moved after a handful of steps, e.g. 4 steps an epoch on 10 % labels, says nothing yet
+STALL_MIN_STEPS = 100
+#: the learning rate of a restarted stage is the previous one divided by this
+STALL_LR_FACTOR = 3.0
+
+
+def stalled(history: list[dict[str, Any]], chance: float) -> bool:
+    """A start that is not learning: the epoch-mean training loss fell by less than 5 % since the first epoch,
+    and validation top-1 never rose a quarter of the way from chance to 100 %. Looser than `diagnose`'s "at
+    chance" on purpose: a stalled SqueezeNet's validation wanders to 19–22 % (chance 10 %) while its loss stays
+    flat; the bound on validation keeps a model that is already good (fine-tuning, a low starting loss) from
+    being restarted."""
+    if len(history) < 2:
+        return False
+    first, last = history[0]["train_loss"], history[-1]["train_loss"]
+    best = max(h["val_top1"] for h in history)
+    return last > 0.95 * first and best < chance + 0.25 * (100.0 - chance)
+
+
+def stall_check_epoch(steps_per_epoch: int, config: TrainConfig) -> int | None:
+    """The 0-based epoch after which a stalled start is detected and restarted (`train.stall_restarts`); None when
+    the stage is too short for a restart to leave it time to train.
+
+    Measured on the zoo (SqueezeNet 1.1, no normalisation layer, AdamW 3e-3, 34 steps an epoch): the loss stays
+    flat and validation at chance through epoch 4, while at 1e-3 the same network reaches 73 % in 6 epochs and
+    ShuffleNetV2 does better at 3e-3 than at 1e-3; one learning rate suits neither, a restart at a third does.
+    """
+    total = config.epochs * steps_per_epoch
+    needed = max(STALL_MIN_STEPS, 2 * round(config.warmup * total))
+    epoch = max(1, math.ceil(needed / steps_per_epoch) - 1)
+    return epoch if epoch < config.epochs // 2 else None
+
+
+def _optimisation(params: list[nn.Parameter], config: TrainConfig, total_steps: int, use_amp: bool
+                  ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler, torch.amp.GradScaler]:
+    """A fresh optimiser, schedule and gradient scaler for `params` at `config.lr`."""
+    optimizer = build_optimizer(params, config)
+    return optimizer, build_scheduler(optimizer, config, total_steps), torch.amp.GradScaler("cuda", enabled=use_amp)
 
 
 def build_optimizer(params: list[nn.Parameter], config: TrainConfig) -> torch.optim.Optimizer:
@@ -332,10 +375,9 @@ def fit(stage: Stage, val_set: Dataset, ctx: DistContext, layout: RunLayout, *, 
     if steps_per_epoch == 0:
         raise Kd2trtError(f"{stage.role}: the training split has no batch; lower data.batch_size")
     params = [p for p in stage.trainable.parameters() if p.requires_grad]
-    optimizer = build_optimizer(params, config)
-    scheduler = build_scheduler(optimizer, config, config.epochs * steps_per_epoch)
     use_amp = config.amp and ctx.device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    optimizer, scheduler, scaler = _optimisation(params, config, config.epochs * steps_per_epoch, use_amp)
+    check_epoch = stall_check_epoch(steps_per_epoch, config)
     module: nn.Module = stage.trainable
     if ctx.distributed:
         device_ids = [ctx.device] if ctx.device.type == "cuda" else None
@@ -345,6 +387,7 @@ def fit(stage: Stage, val_set: Dataset, ctx: DistContext, layout: RunLayout, *, 
                        select_metric=stage.select_metric)
     warned: set[str] = set()
     best_state = _state_copy(stage.model)
+    initial = _state_copy(stage.trainable) if config.stall_restarts else None  # what a stalled start restarts from
     start_epoch = 0
     state = _read_resume_state(last_path, stage.config_hash, resume) if resume and last_path.is_file() else None
     if state is not None:
@@ -358,13 +401,17 @@ def fit(stage: Stage, val_set: Dataset, ctx: DistContext, layout: RunLayout, *, 
         resumed_from = start_epoch if start_epoch < config.epochs else state.get("resumed_from")
         result = FitResult(best_epoch=state["best_epoch"], best_val_top1=state["best_val_top1"],
                            epochs_run=start_epoch, seconds=state["seconds"], history=state["history"],
-                           resumed_from=resumed_from, select_metric=stage.select_metric)
+                           resumed_from=resumed_from, select_metric=stage.select_metric,
+                           restarts=state.get("restarts", []), warnings=state.get("warnings", []))
+        warned = set(state.get("warned", []))
+        config = config.model_copy(update={"lr": state.get("lr", config.lr)})
         clock.carry(state.get("wall_seconds"))
         if ctx.is_main and start_epoch < config.epochs:
             console.print(f"[cyan]{stage.role}[/]: resuming at epoch {start_epoch + 1} from {last_path}")
 
     with _progress(console, ctx.is_main and console.is_terminal) as progress:
-        for epoch in range(start_epoch, config.epochs):
+        epoch = start_epoch
+        while epoch < config.epochs:
             sampler.set_epoch(epoch)
             torch.manual_seed(seed * 100_003 + epoch)
             label = f"{stage.role} {epoch + 1}/{config.epochs}"
@@ -414,7 +461,30 @@ def fit(stage: Stage, val_set: Dataset, ctx: DistContext, layout: RunLayout, *, 
             result.history.append(record)
             result.seconds += seconds
             result.epochs_run = epoch + 1
-            for kind, message in diagnose(stage.role, result.history, chance_top1(val_labels), config):
+            found = diagnose(stage.role, result.history, chance_top1(val_labels), config)
+            if (epoch == check_epoch and initial is not None and len(result.restarts) < config.stall_restarts
+                    and _from_rank0(float(stalled(result.history, chance_top1(val_labels))), ctx)):
+                first, last = result.history[0]["train_loss"], result.history[-1]["train_loss"]
+                best = max(h["val_top1"] for h in result.history)
+                message = (f"{stage.role}: the training loss changed by {100 * (last / first - 1):+.1f} % in "
+                           f"{epoch + 1} epochs ({first:.4f} → {last:.4f}) and validation top-1 is at most "
+                           f"{best:.1f}% (chance {chance_top1(val_labels):.1f}%): restarting from the initial weights "
+                           f"at lr {config.lr / STALL_LR_FACTOR:.3g} instead of {config.lr:.3g} (attempt "
+                           f"{len(result.restarts) + 2}; {stage.role}.train.stall_restarts)")
+                result.restarts.append({"epochs": epoch + 1, "lr": config.lr, "warning": message,
+                                        "history": result.history})
+                result.warnings = [r["warning"] for r in result.restarts]  # the abandoned start's are moot
+                warned = set()
+                if ctx.is_main:
+                    console.print(f"[yellow]warning[/]: {escape(message)}")
+                config = config.model_copy(update={"lr": config.lr / STALL_LR_FACTOR})
+                stage.trainable.load_state_dict(initial)
+                optimizer, scheduler, scaler = _optimisation(params, config, config.epochs * steps_per_epoch, use_amp)
+                best_state, epoch = _state_copy(stage.model), 0
+                result.best_epoch, result.best_val_top1, result.history = -1, -math.inf, []
+                ctx.barrier()
+                continue
+            for kind, message in found:
                 if kind not in warned:
                     warned.add(kind)
                     result.warnings.append(message)
@@ -429,7 +499,7 @@ def fit(stage: Stage, val_set: Dataset, ctx: DistContext, layout: RunLayout, *, 
                     atomic_torch_save(stage.make_checkpoint(stage.model, _best_metrics(result)),
                                       layout.checkpoint(stage.role))
                 atomic_torch_save(_resume_state(stage, optimizer, scheduler, scaler, best_state, result, epoch,
-                                                clock.total()), last_path)
+                                                clock.total(), config.lr, warned), last_path)
                 atomic_write_json(metrics_path, result.history)
                 if tensorboard is not None:
                     for key, value in record.items():
@@ -440,6 +510,7 @@ def fit(stage: Stage, val_set: Dataset, ctx: DistContext, layout: RunLayout, *, 
                               f"loss {record['train_loss']:.4f}  val top-1 {val_top1:6.2f}%{balanced}"
                               f"{' *' if improved else '  '}  {seconds:5.2f}s")
             ctx.barrier()
+            epoch += 1
     stage.model.load_state_dict(best_state)
     stage.trainable.to(memory_format=torch.contiguous_format)  # what export, bench and a later stage expect
     return result
@@ -490,8 +561,8 @@ def _best_metrics(result: FitResult) -> dict[str, Any]:
 
 
 def _resume_state(stage: Stage, optimizer: torch.optim.Optimizer, scheduler: Any, scaler: torch.amp.GradScaler,
-                  best_state: dict[str, torch.Tensor], result: FitResult, epoch: int, wall_seconds: float
-                  ) -> dict[str, Any]:
+                  best_state: dict[str, torch.Tensor], result: FitResult, epoch: int, wall_seconds: float,
+                  lr: float, warned: set[str]) -> dict[str, Any]:
     return {
         "kd2trt": {"format": 1, "role": f"{stage.role}-resume"},
         "config_hash": stage.config_hash,
@@ -507,6 +578,10 @@ def _resume_state(stage: Stage, optimizer: torch.optim.Optimizer, scheduler: Any
         "history": result.history,
         "resumed_from": result.resumed_from,
         "wall_seconds": wall_seconds,  # the run's, all calls so far: `distill.json` adds the next call's to it
+        "lr": lr,  # the recipe's, or lower after a stalled start
+        "restarts": result.restarts,
+        "warnings": result.warnings,
+        "warned": sorted(warned),
     }
 
 

@@ -1,10 +1,10 @@
-"""Imbalanced classes in training: balanced class weights for the CE term, and a balanced sampler.
+"""Imbalanced classes in training: balanced class weights for the loss terms, and a balanced sampler.
 
 Both follow the conventions users know: the weights are scikit-learn's 'balanced' heuristic, n / (k · count_c);
 the sampler draws with replacement with probabilities proportional to 1 / count of each item's class, as
 torch's WeightedRandomSampler does with those weights. They compound when both are on (a minority class is
-then up-weighted twice), so pick one: the sampler changes what the batches hold (and so the KD term too), the
-weights change only the CE term.
+then up-weighted twice), so pick one: the sampler changes what the batches hold, the weights how much each item
+counts (in the CE and the KD term alike, `kd2trt.distill.losses`).
 
 The sampler is reproducible and DDP-correct by construction: the epoch's whole draw is a function of
 (seed, epoch) only — the same on every rank and after a resume — and each rank takes every world_size-th item

@@ -140,7 +140,8 @@ class StageReport:
             out.update(best_epoch=self.fit.best_epoch, select_metric=self.fit.select_metric,
                        epochs=self.fit.epochs_run, seconds=self.fit.seconds,
                        train_seconds_per_epoch=sum(train_seconds) / max(1, len(train_seconds)),
-                       resumed_from_epoch=self.fit.resumed_from, warnings=self.fit.warnings)
+                       resumed_from_epoch=self.fit.resumed_from, warnings=self.fit.warnings,
+                       restarts=[{"after_epochs": r["epochs"], "lr": r["lr"]} for r in self.fit.restarts])
         return out
 
 
@@ -168,7 +169,10 @@ class DistillRun:
                           model_config.channels, model_config.blocks, model_config.dropout)
         torch.manual_seed(self.config.seed + {"teacher": 0, "student": 1, "baseline": 1}[role])
         model = build_model(spec).to(self.ctx.device)
-        probe_model(model, spec["in_channels"], self.data.preprocessing.image_size, role, model_config.arch)
+        removed = probe_model(model, spec["in_channels"], self.data.preprocessing.image_size, role,
+                              model_config.arch)
+        if removed:
+            spec["identity_modules"] = removed
         return model, spec
 
     def _data_record(self) -> dict[str, Any]:
