@@ -102,8 +102,9 @@ class TrainConfig(_Strict):
         "zero (cosine and constant schedules; onecycle has its own): AdamW's first steps move every weight by "
         "about the full rate whatever its gradient")
     stall_restarts: int = Field(
-        2, ge=0, description="when the training loss has not fallen and validation is at chance after 100 steps "
-        "(and twice the warm-up), restart the stage from its initial weights at a third of the learning rate, "
+        2, ge=0, description="when after 100 steps (and twice the warm-up) the training loss has not fallen by a "
+        "quarter and validation is near chance, restart the stage from its initial weights at a third of the "
+        "learning rate, "
         "at most this many times (0: never); each restart is a warning in distill.json")
     grad_clip: float | None = Field(
         None, gt=0, description="clip the gradients' global L2 norm to this value; null: no clipping")

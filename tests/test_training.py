@@ -221,8 +221,10 @@ def test_stalled_means_a_flat_loss_and_validation_near_chance() -> None:
         return [{"train_loss": loss, "val_top1": top} for loss, top in zip(losses, tops, strict=True)]
 
     assert stalled(history([15.08, 14.88, 14.81], [9.7, 7.8, 19.2]), 10.0)       # SqueezeNet at 3e-3: wanders
+    assert stalled(history([15.74, 15.73, 14.55], [10.0, 10.0, 20.1]), 10.0)     # -8 %: slower than any live run
     assert not stalled(history([15.08, 14.88], [9.7, 33.0]), 10.0)               # a quarter of the way up
-    assert not stalled(history([2.3, 2.0, 1.5], [10.0, 10.0, 11.0]), 10.0)       # the loss falls: slow, alive
+    assert not stalled(history([2.3, 1.9, 1.6], [12.0, 20.0, 30.0]), 10.0)       # -30 %: learning
+    assert not stalled(history([2.3, 2.0, 1.5], [10.0, 10.0, 11.0]), 10.0)       # the loss falls: alive
     assert not stalled(history([0.30, 0.31, 0.30], [88.0, 87.0, 88.0]), 10.0)    # flat because already good
     assert stalled(history([0.69, 0.69, 0.70], [75.0, 75.0, 76.0]), 75.0)        # 1:3 classes, the majority
     assert not stalled(history([2.3], [10.0]), 10.0)

@@ -146,16 +146,20 @@ STALL_LR_FACTOR = 3.0
 
 
 def stalled(history: list[dict[str, Any]], chance: float) -> bool:
-    """A start that is not learning: the epoch-mean training loss fell by less than 5 % since the first epoch,
-    and validation top-1 never rose a quarter of the way from chance to 100 %. Looser than `diagnose`'s "at
-    chance" on purpose: a stalled SqueezeNet's validation wanders to 19–22 % (chance 10 %) while its loss stays
-    flat; the bound on validation keeps a model that is already good (fine-tuning, a low starting loss) from
-    being restarted."""
+    """A start that is not learning: the epoch-mean training loss fell by less than a quarter since the first
+    epoch, and validation top-1 never rose a quarter of the way from chance to 100 %.
+
+    Measured on the zoo's first 3 epochs (10 students × 3 seeds, KD and scratch, 102 steps): every run that went
+    on to train had its loss at ≤ 0.55 of the first epoch's and validation ≥ 37 %; SqueezeNet's stalled starts
+    at AdamW 3e-3 sat at 0.86–0.92 and 20–21 % (chance 10 %), so both bounds have a wide margin on either side.
+    The bound on validation keeps a model that is already good (fine-tuning, a low starting loss) from being
+    restarted.
+    """
     if len(history) < 2:
         return False
     first, last = history[0]["train_loss"], history[-1]["train_loss"]
     best = max(h["val_top1"] for h in history)
-    return last > 0.95 * first and best < chance + 0.25 * (100.0 - chance)
+    return last > 0.75 * first and best < chance + 0.25 * (100.0 - chance)
 
 
 def stall_check_epoch(steps_per_epoch: int, config: TrainConfig) -> int | None:
