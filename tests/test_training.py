@@ -308,3 +308,37 @@ def test_a_run_killed_before_or_after_a_restart_resumes_bit_identically(
     assert [h["train_loss"] for h in resumed.history] == [h["train_loss"] for h in straight.history]
     assert resumed.warnings == straight.warnings
     assert all(torch.equal(v, resumed_net.state_dict()[k]) for k, v in straight_net.state_dict().items())
+
+
+class GatedNet(nn.Module):
+    """Outputs zeros (chance, a flat loss) until `opened` is set, then a small CNN's logits: a slow start."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = slow_bn_net(0.1)
+        self.register_buffer("opened", torch.tensor(0.0))
+
+    def forward(self, x):
+        return self.net(x) * self.opened
+
+
+def test_a_stage_slow_to_leave_chance_is_judged_on_its_whole_history(tmp_path: Path) -> None:
+    data = load_data(DataConfig())
+    config = TrainConfig(epochs=6, lr=0.01, warmup=0.0, bn_recalibration_images=0, stall_restarts=0)
+    net, steps = GatedNet(), []
+
+    def step(module, batch):
+        steps.append(1)
+        if len(steps) == 3 * 17 + 1:  # 17 steps an epoch at batch 64: the gate opens in epoch 4
+            net.opened.fill_(1.0)
+        images, labels, _ = batch
+        loss = nn.functional.cross_entropy(module(images), labels)
+        return loss, {"ce": float(loss.detach())}
+
+    stage = Stage("student", config, net, net, data.train, step, lambda m, _: {"state": m.state_dict()}, "h")
+    log = io.StringIO()
+    result = fit(stage, data.val, CPU, RunLayout(tmp_path), seed=0, batch_size=64, num_workers=0, resume=False,
+                 console=Console(file=log, width=300))
+    assert [round(h["val_top1"]) <= 11 for h in result.history][:3] == [True, True, True]  # at chance, flat
+    assert result.best_val_top1 > 50.0
+    assert result.warnings == [] and "warning" not in log.getvalue()

@@ -25,8 +25,9 @@ What makes real architectures train with one recipe, none special-cased:
   parameters and each batch's images in the channels_last memory format. Validation and BatchNorm recalibration
   run on those weights (a convolution follows its weight's layout); at the end of the stage the modules are
   back in NCHW, and every saved state dict is contiguous, so checkpoints, export and bench see no difference.
-- no silent failure: when validation top-1 stays at chance while the training loss falls, or the loss does
-  not move, the loop prints a warning naming the likely cause and records it in the stage's result.
+- no silent failure: when validation top-1 stayed at chance through the stage while the training loss fell, or
+  the loss did not move, the loop prints a warning at the end of the stage naming the likely cause and records
+  it in the stage's result (a start that stalls is restarted earlier: `stalled`, `train.stall_restarts`).
 """
 
 from __future__ import annotations
@@ -389,7 +390,7 @@ def fit(stage: Stage, val_set: Dataset, ctx: DistContext, layout: RunLayout, *, 
 
     result = FitResult(best_epoch=-1, best_val_top1=-math.inf, epochs_run=0, seconds=0.0,
                        select_metric=stage.select_metric)
-    warned: set[str] = set()
+    chance: float | None = None  # top-1 of always answering the validation split's majority class
     best_state = _state_copy(stage.model)
     initial = _state_copy(stage.trainable) if config.stall_restarts else None  # what a stalled start restarts from
     start_epoch = 0
@@ -407,7 +408,7 @@ def fit(stage: Stage, val_set: Dataset, ctx: DistContext, layout: RunLayout, *, 
                            epochs_run=start_epoch, seconds=state["seconds"], history=state["history"],
                            resumed_from=resumed_from, select_metric=stage.select_metric,
                            restarts=state.get("restarts", []), warnings=state.get("warnings", []))
-        warned = set(state.get("warned", []))
+        chance = state.get("chance_top1")
         config = config.model_copy(update={"lr": state.get("lr", config.lr)})
         clock.carry(state.get("wall_seconds"))
         if ctx.is_main and start_epoch < config.epochs:
@@ -465,7 +466,7 @@ def fit(stage: Stage, val_set: Dataset, ctx: DistContext, layout: RunLayout, *, 
             result.history.append(record)
             result.seconds += seconds
             result.epochs_run = epoch + 1
-            found = diagnose(stage.role, result.history, chance_top1(val_labels), config)
+            chance = chance_top1(val_labels)
             if (epoch == check_epoch and initial is not None and len(result.restarts) < config.stall_restarts
                     and _from_rank0(float(stalled(result.history, chance_top1(val_labels))), ctx)):
                 first, last = result.history[0]["train_loss"], result.history[-1]["train_loss"]
@@ -477,8 +478,7 @@ def fit(stage: Stage, val_set: Dataset, ctx: DistContext, layout: RunLayout, *, 
                            f"{len(result.restarts) + 2}; {stage.role}.train.stall_restarts)")
                 result.restarts.append({"epochs": epoch + 1, "lr": config.lr, "warning": message,
                                         "history": result.history})
-                result.warnings = [r["warning"] for r in result.restarts]  # the abandoned start's are moot
-                warned = set()
+                result.warnings = [r["warning"] for r in result.restarts]
                 if ctx.is_main:
                     console.print(f"[yellow]warning[/]: {escape(message)}")
                 config = config.model_copy(update={"lr": config.lr / STALL_LR_FACTOR})
@@ -488,12 +488,6 @@ def fit(stage: Stage, val_set: Dataset, ctx: DistContext, layout: RunLayout, *, 
                 result.best_epoch, result.best_val_top1, result.history = -1, -math.inf, []
                 ctx.barrier()
                 continue
-            for kind, message in found:
-                if kind not in warned:
-                    warned.add(kind)
-                    result.warnings.append(message)
-                    if ctx.is_main:
-                        console.print(f"[yellow]warning[/]: {escape(message)}")
             improved = record[f"val_{stage.select_metric}"] > result.best_score()
             if improved:
                 result.best_val_top1, result.best_epoch = val_top1, epoch + 1
@@ -503,7 +497,7 @@ def fit(stage: Stage, val_set: Dataset, ctx: DistContext, layout: RunLayout, *, 
                     atomic_torch_save(stage.make_checkpoint(stage.model, _best_metrics(result)),
                                       layout.checkpoint(stage.role))
                 atomic_torch_save(_resume_state(stage, optimizer, scheduler, scaler, best_state, result, epoch,
-                                                clock.total(), config.lr, warned), last_path)
+                                                clock.total(), config.lr, chance), last_path)
                 atomic_write_json(metrics_path, result.history)
                 if tensorboard is not None:
                     for key, value in record.items():
@@ -515,6 +509,13 @@ def fit(stage: Stage, val_set: Dataset, ctx: DistContext, layout: RunLayout, *, 
                               f"{' *' if improved else '  '}  {seconds:5.2f}s")
             ctx.barrier()
             epoch += 1
+    # The verdict on the whole history, once: judged epoch by epoch, a stage that is slow to leave chance (two
+    # imbalanced classes, a teacher at 74.5 % = the majority for 3 epochs, then 98 %) was reported as broken.
+    for _, message in diagnose(stage.role, result.history, chance, config) if chance is not None else []:
+        if message not in result.warnings:
+            result.warnings.append(message)
+            if ctx.is_main:
+                console.print(f"[yellow]warning[/]: {escape(message)}")
     stage.model.load_state_dict(best_state)
     stage.trainable.to(memory_format=torch.contiguous_format)  # what export, bench and a later stage expect
     return result
@@ -566,7 +567,7 @@ def _best_metrics(result: FitResult) -> dict[str, Any]:
 
 def _resume_state(stage: Stage, optimizer: torch.optim.Optimizer, scheduler: Any, scaler: torch.amp.GradScaler,
                   best_state: dict[str, torch.Tensor], result: FitResult, epoch: int, wall_seconds: float,
-                  lr: float, warned: set[str]) -> dict[str, Any]:
+                  lr: float, chance: float | None) -> dict[str, Any]:
     return {
         "kd2trt": {"format": 1, "role": f"{stage.role}-resume"},
         "config_hash": stage.config_hash,
@@ -585,7 +586,7 @@ def _resume_state(stage: Stage, optimizer: torch.optim.Optimizer, scheduler: Any
         "lr": lr,  # the recipe's, or lower after a stalled start
         "restarts": result.restarts,
         "warnings": result.warnings,
-        "warned": sorted(warned),
+        "chance_top1": chance,
     }
 
 
