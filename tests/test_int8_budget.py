@@ -83,3 +83,29 @@ def test_an_unknown_layer_name_is_an_error(model_and_data, tmp_path) -> None:
     ranges = calibration.collect_ranges(path, calibration.CalibrationSet(images, "random"), "minmax")
     with pytest.raises(Kd2trtError, match="no node named nope"):
         quantize_qdq(path, tmp_path / "x.onnx", ranges, ["nope"])
+
+
+def test_among_methods_within_budget_the_one_faithful_to_fp32_wins_over_a_lucky_one(model_and_data,
+                                                                                     monkeypatch) -> None:
+    from kd2trt.onnx import int8_budget
+    from kd2trt.onnx.runtime import OrtRunner
+
+    path, images, labels = model_and_data
+    with OrtRunner(path) as runner:
+        fp32_logits = runner.infer_many(images)
+    wrong = np.flatnonzero(fp32_logits.argmax(1) != labels)
+    right = np.flatnonzero(fp32_logits.argmax(1) == labels)
+    assert len(wrong) >= 2
+    lucky = fp32_logits.copy()  # two FP32 errors fixed, one FP32 answer broken: more accurate, less faithful
+    for i in wrong[:2]:
+        lucky[i] = np.eye(lucky.shape[1])[labels[i]] * 100.0
+    lucky[right[0]] = np.eye(lucky.shape[1])[(labels[right[0]] + 1) % lucky.shape[1]] * 100.0
+    outputs = {"entropy": lucky, "minmax": fp32_logits}
+    monkeypatch.setattr(int8_budget, "_qdq_logits", lambda _p, ranges, _hp, _images, _s: outputs[ranges])
+    result = search_budget(path, lambda method: method, ["entropy", "minmax"], images, labels, budget_points=0.5)
+    assert result.methods_val_top1["entropy"] > result.methods_val_top1["minmax"] == result.fp32_val_top1
+    assert result.methods_val_agreement["minmax"] == 100.0 > result.methods_val_agreement["entropy"]
+    assert result.method == "minmax" and result.met
+    # over budget everywhere: the most accurate method, then the fallback
+    result = search_budget(path, lambda method: method, ["minmax", "entropy"], images, labels, budget_points=-1.0)
+    assert result.method == "entropy"
