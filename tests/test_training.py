@@ -329,7 +329,7 @@ def test_a_stage_slow_to_leave_chance_is_judged_on_its_whole_history(tmp_path: P
 
     def step(module, batch):
         steps.append(1)
-        if len(steps) == 3 * 17 + 1:  # 17 steps an epoch at batch 64: the gate opens in epoch 4
+        if len(steps) == 2 * 17 + 1:  # 17 steps an epoch at batch 64: the gate opens in epoch 3
             net.opened.fill_(1.0)
         images, labels, _ = batch
         loss = nn.functional.cross_entropy(module(images), labels)
@@ -339,6 +339,6 @@ def test_a_stage_slow_to_leave_chance_is_judged_on_its_whole_history(tmp_path: P
     log = io.StringIO()
     result = fit(stage, data.val, CPU, RunLayout(tmp_path), seed=0, batch_size=64, num_workers=0, resume=False,
                  console=Console(file=log, width=300))
-    assert [round(h["val_top1"]) <= 11 for h in result.history][:3] == [True, True, True]  # at chance, flat
-    assert result.best_val_top1 > 50.0
+    assert [round(h["val_top1"]) <= 11 for h in result.history][:2] == [True, True]  # at chance, flat
+    assert result.best_val_top1 > 30.0  # well clear of "at chance" (< 14.5 % here); 48-60 % with 1 or 2 threads
     assert result.warnings == [] and "warning" not in log.getvalue()
