@@ -72,6 +72,8 @@ def _squeezed(ranges: TensorsData, factor: float) -> TensorsData:
 def test_the_map_follows_the_placement_and_is_checked_by_value(tiny) -> None:
     assert module_of_node("/stages/stages.1/stages.1.0/stages.1.0.0/Conv") == "stages.1.0.0"
     assert module_of_node("/Flatten") is None
+    assert module_of_node("/features/features.1/block/block.0/block.0.0/Conv") == "features.1.block.0.0"
+    assert module_of_node("/layer1/layer1.0/conv1/Conv") == "layer1.0.conv1"
     mapping = activation_map(onnx.load(str(tiny["onnx"])))
     assert sorted(mapping.modules) == ["classifier", "pool", "stages.0.0.0", "stages.1.0.0"]
     assert mapping.modules["stages.0.0.0"] == "input" and mapping.unsimulated == []
@@ -304,3 +306,16 @@ def test_the_qat_target_is_the_teachers_soft_labels(tiny, monkeypatch) -> None:
                   QatSettings(epochs=1, lr=1e-3, batch_size=32))
     assert len(calls) == 2 and all(alpha == 1.0 for alpha, _ in calls)
     assert all(any(target is out for out in produced) for _, target in calls)
+
+
+def test_every_conv_of_a_torchvision_model_maps_to_its_own_module(tmp_path: Path) -> None:
+    """MobileNetV3's blocks scope their convs relative to the block: each must still name its own module."""
+    from kd2trt.models import build_model, model_spec
+    from kd2trt.onnx.export import export_onnx
+
+    model = build_model(model_spec("mobilenet_v3_small", 3, 10)).eval()
+    path = export_onnx(model, torch.zeros(2, 3, 32, 32), tmp_path / "mnv3.onnx")
+    convs = [n.name for n in onnx.load(str(path)).graph.node if n.op_type == "Conv"]
+    modules = [module_of_node(name) for name in convs]
+    assert len(set(modules)) == len(convs) == sum(isinstance(m, torch.nn.Conv2d) for m in model.modules())
+    assert all(isinstance(model.get_submodule(m), torch.nn.Conv2d) for m in modules)

@@ -49,9 +49,23 @@ _MATCH_ATOL = 1e-4
 
 
 def module_of_node(name: str) -> str | None:
-    """The module path the TorchScript exporter scoped a node under: `/a/a.b/a.b.c/Conv` -> `a.b.c`."""
-    parts = [p for p in name.split("/") if p]
-    return parts[-2] if len(parts) >= 2 else None
+    """The module path the TorchScript exporter scoped a node under: `/a/a.b/a.b.c/Conv` -> `a.b.c`.
+
+    A scope component is named relative to the module that opened it, so a module that is not a plain container
+    starts a new chain: torchvision's MobileNetV3 gives `/features/features.1/block/block.0/block.0.0/Conv` for
+    `features.1.block.0.0`. Taking the last component alone named every block's first conv `block.0.0`.
+    """
+    parts = [p for p in name.split("/") if p][:-1]  # the last part is the node's own name
+    prefix, relative = "", ""
+    for part in parts:
+        if relative and part.startswith(relative + "."):
+            relative = part  # deeper in the same chain
+        else:
+            prefix = f"{prefix}.{relative}" if prefix and relative else (relative or prefix)
+            relative = part
+    if not relative:
+        return None
+    return f"{prefix}.{relative}" if prefix else relative
 
 
 @dataclass
