@@ -37,8 +37,9 @@ from kd2trt.artifacts import atomic_write_json
 from kd2trt.config import ExportConfig, load_config, parse_override
 from kd2trt.distill.checkpoint import read_checkpoint
 from kd2trt.distill.train import run_distill
+from kd2trt.errors import Kd2trtError
 from kd2trt.metrics import top1
-from kd2trt.onnx.int8_budget import weighted_nodes
+from kd2trt.onnx.qdq import weighted_nodes
 from kd2trt.onnx.runtime import OrtRunner
 from kd2trt.onnx.stage import ExportRequest, ExportRun, run_export
 
@@ -149,8 +150,9 @@ def main() -> None:
         runs += sorted(p.parent for p in args.zoo.glob(f"seed*/*/labels{float(args.protocol)}/student.pt")
                        if wanted is None or p.parent.parent.name in wanted)
         if not runs:
-            raise SystemExit(f"{args.zoo}: no seed*/ARCH/labels{float(args.protocol)}/student.pt; run bench/zoo.py "
-                             f"--work {args.zoo} first")
+            console.print(f"[red]error[/]: {args.zoo}: no seed*/ARCH/labels{float(args.protocol)}/student.pt; run "
+                          f"bench/zoo.py --work {args.zoo} first")
+            raise SystemExit(2)
     if not runs:
         for seed in range(args.seeds):
             run_dir = args.work / f"seed{seed}"
@@ -161,7 +163,11 @@ def main() -> None:
     per_run: dict[str, Any] = {}
     groups: dict[str, list[str]] = {}
     for run_dir in runs:
-        arch = read_checkpoint(run_dir / "student.pt")["model"]["arch"]
+        try:
+            arch = read_checkpoint(run_dir / "student.pt")["model"]["arch"]
+        except Kd2trtError as exc:  # a run directory without a readable student.pt: one line, exit 2
+            console.print(f"[red]error[/]: {exc}")
+            raise SystemExit(2) from None
         export_dir = args.work / "exports" / "-".join(run_dir.parts[-3:])
         row = measure(run_dir / "student.pt", export_dir, args.budget, args.calib_images, args.qat_epochs,
                       args.qat_lr)

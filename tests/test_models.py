@@ -147,3 +147,10 @@ def test_probe_removes_the_relu_on_the_logits_and_the_spec_rebuilds_that_network
     assert "\n" not in str(info.value)
     with pytest.raises(Kd2trtError, match=r"identity_modules names 'classifier\.9'"):
         build_model({**spec, "identity_modules": ["classifier.9"]})
+    bad = tmp_path / "bad.pt"
+    torch.save({**torch.load(tmp_path / "student.pt", weights_only=True),
+                "model": {**spec, "identity_modules": ["classifier.9"]}}, bad)
+    with pytest.raises(Kd2trtError, match=r"bad\.pt: model spec: identity_modules names 'classifier\.9'.*re-run") \
+            as caught:
+        model_from_checkpoint(read_checkpoint(bad), bad)
+    assert "\n" not in str(caught.value)

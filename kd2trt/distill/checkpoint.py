@@ -149,7 +149,10 @@ def _check_records(checkpoint: dict[str, Any], path: Path) -> None:
 
 def model_from_checkpoint(checkpoint: dict[str, Any], source: str | Path = "<checkpoint>") -> nn.Module:
     """Rebuild the model a checkpoint describes and load its weights, in eval mode."""
-    model = build_model(checkpoint["model"])
+    try:
+        model = build_model(checkpoint["model"])
+    except Kd2trtError as exc:  # e.g. identity_modules naming a module the model does not have
+        raise Kd2trtError(f"{source}: {exc}") from None
     try:
         model.load_state_dict(checkpoint["state_dict"])
     except RuntimeError as exc:

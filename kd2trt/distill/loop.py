@@ -468,12 +468,12 @@ def fit(stage: Stage, val_set: Dataset, ctx: DistContext, layout: RunLayout, *, 
             result.epochs_run = epoch + 1
             chance = chance_top1(val_labels)
             if (epoch == check_epoch and initial is not None and len(result.restarts) < config.stall_restarts
-                    and _from_rank0(float(stalled(result.history, chance_top1(val_labels))), ctx)):
+                    and _from_rank0(float(stalled(result.history, chance)), ctx)):
                 first, last = result.history[0]["train_loss"], result.history[-1]["train_loss"]
                 best = max(h["val_top1"] for h in result.history)
                 message = (f"{stage.role}: the training loss changed by {100 * (last / first - 1):+.1f} % in "
                            f"{epoch + 1} epochs ({first:.4f} → {last:.4f}) and validation top-1 is at most "
-                           f"{best:.1f}% (chance {chance_top1(val_labels):.1f}%): restarting from the initial weights "
+                           f"{best:.1f}% (chance {chance:.1f}%): restarting from the initial weights "
                            f"at lr {config.lr / STALL_LR_FACTOR:.3g} instead of {config.lr:.3g} (attempt "
                            f"{len(result.restarts) + 2}; {stage.role}.train.stall_restarts)")
                 result.restarts.append({"epochs": epoch + 1, "lr": config.lr, "warning": message,
@@ -511,11 +511,11 @@ def fit(stage: Stage, val_set: Dataset, ctx: DistContext, layout: RunLayout, *, 
             epoch += 1
     # The verdict on the whole history, once: judged epoch by epoch, a stage that is slow to leave chance (two
     # imbalanced classes, a teacher at 74.5 % = the majority for 3 epochs, then 98 %) was reported as broken.
-    for _, message in diagnose(stage.role, result.history, chance, config) if chance is not None else []:
-        if message not in result.warnings:
-            result.warnings.append(message)
-            if ctx.is_main:
-                console.print(f"[yellow]warning[/]: {escape(message)}")
+    verdict = diagnose(stage.role, result.history, chance, config) if chance is not None else []
+    for message in (m for _, m in verdict if m not in result.warnings):
+        result.warnings.append(message)
+        if ctx.is_main:
+            console.print(f"[yellow]warning[/]: {escape(message)}")
     stage.model.load_state_dict(best_state)
     stage.trainable.to(memory_format=torch.contiguous_format)  # what export, bench and a later stage expect
     return result
