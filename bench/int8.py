@@ -21,6 +21,7 @@ Runs are summarised per student architecture (read from each checkpoint), so a z
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import statistics
@@ -160,6 +161,13 @@ def main() -> None:
                 run_distill(load_config(args.recipe, {**overrides, "seed": seed, "distill.baseline": False}),
                             run_dir, console=QUIET)
             runs.append(run_dir)
+    # A long sweep (the zoo: 30 runs) is resumable: each measured run is kept in WORK/progress.json with the
+    # settings it was measured under, and a rerun with the same settings measures only the runs not in it.
+    settings = {"budget": args.budget, "calib_images": args.calib_images, "qat_epochs": args.qat_epochs,
+                "qat_lr": args.qat_lr}
+    progress_path = args.work / "progress.json"
+    progress = json.loads(progress_path.read_text()) if progress_path.is_file() else {}
+    done = progress.get("runs", {}) if progress.get("settings") == settings else {}
     per_run: dict[str, Any] = {}
     groups: dict[str, list[str]] = {}
     for run_dir in runs:
@@ -169,9 +177,13 @@ def main() -> None:
             console.print(f"[red]error[/]: {exc}")
             raise SystemExit(2) from None
         export_dir = args.work / "exports" / "-".join(run_dir.parts[-3:])
-        row = measure(run_dir / "student.pt", export_dir, args.budget, args.calib_images, args.qat_epochs,
-                      args.qat_lr)
+        if str(run_dir) in done:
+            row = {k: v for k, v in done[str(run_dir)].items() if k != "arch"}
+        else:
+            row = measure(run_dir / "student.pt", export_dir, args.budget, args.calib_images, args.qat_epochs,
+                          args.qat_lr)
         per_run[str(run_dir)] = {"arch": arch, **row}
+        atomic_write_json(progress_path, {"settings": settings, "runs": {**done, **per_run}})
         groups.setdefault(arch, []).append(str(run_dir))
         console.print(f"{run_dir} ({arch}): " + "  ".join(f"{k} {v['test_drop_points']:+.2f}" for k, v in row.items())
                       + f"  (kept {len(row['budget']['high_precision_layers'])} layers)")

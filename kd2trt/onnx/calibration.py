@@ -2,8 +2,9 @@
 
 One set of statistics feeds both INT8 outputs — the TensorRT calibration cache (implicit INT8 on
 TensorRT ≤ 10.x) and the Q/DQ ONNX (explicit INT8, TensorRT 8.6–11.x) — so the two paths quantise
-with the same ranges. Methods: `entropy` (KL-divergence threshold, TensorRT's own default; 2048
-histogram bins and 128 quantised bins as TensorRT uses), `minmax`, `percentile` (99.999th).
+with the same ranges. Methods: `entropy` (TensorRT's own default, EntropyCalibration2: KL-divergence
+threshold on a 2048-bin |x| histogram, 128 levels; kd2trt.onnx.entropy), `minmax`, `percentile` (99.999th
+of |x|). ONNX Runtime's calibrators run the model and feed the tensors for all three.
 
 Checked before anything is written: calibration data that is constant (all zeros, say) is refused when
 read, and an activation whose range over the calibration set is zero is an error naming the tensors — its
@@ -31,11 +32,12 @@ from kd2trt.data import ImageDataset
 from kd2trt.errors import Kd2trtError
 from kd2trt.onnx import runtime
 from kd2trt.onnx.calib_cache import activation_tensors
+from kd2trt.onnx.entropy import TensorRTEntropyCollector
 
 METHODS = {"entropy": CalibrationMethod.Entropy, "minmax": CalibrationMethod.MinMax,
            "percentile": CalibrationMethod.Percentile}
 _EXTRA_OPTIONS = {
-    "entropy": {"symmetric": True, "num_bins": 2048, "num_quantized_bins": 128},
+    "entropy": {"symmetric": True},  # the histogram and search are kd2trt.onnx.entropy's (TensorRT's)
     "minmax": {"symmetric": True},
     "percentile": {"symmetric": True, "num_bins": 2048, "percentile": 99.999},
 }
@@ -119,6 +121,8 @@ def collect_ranges(onnx_path: Path, calibration: CalibrationSet, method: str, ba
     with temp_directory("calib") as tmp, runtime.quiet():
         calibrator = create_calibrator(Path(onnx_path), None, augmented_model_path=str(Path(tmp) / "augmented.onnx"),
                                        calibrate_method=METHODS[method], extra_options=_EXTRA_OPTIONS[method])
+        if method == "entropy":
+            calibrator.collector = TensorRTEntropyCollector()
         # One collect_data call per chunk: within a call ONNX Runtime's histogram calibrators stack the
         # per-batch outputs into one array (a ragged last batch breaks that), while across calls they merge
         # what they have collected (histograms widened as needed, min/max combined), so any count works.
