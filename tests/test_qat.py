@@ -319,3 +319,27 @@ def test_every_conv_of_a_torchvision_model_maps_to_its_own_module(tmp_path: Path
     modules = [module_of_node(name) for name in convs]
     assert len(set(modules)) == len(convs) == sum(isinstance(m, torch.nn.Conv2d) for m in model.modules())
     assert all(isinstance(model.get_submodule(m), torch.nn.Conv2d) for m in modules)
+
+
+class _ScriptableLinear(torch.nn.Linear):
+    """Like timm's `Linear` (every timm classifier head): a Linear subclass with its own forward."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.linear(x, self.weight, self.bias)
+
+
+def test_a_linear_subclass_with_its_own_forward_is_fake_quantised_like_a_linear() -> None:
+    """ModelOpt skips subclasses that override forward; kd2trt registers them with their base's quantised class,
+    so the subclass computes exactly what a quantised nn.Linear with the same weights and amax computes."""
+    from kd2trt.distill.qat import fake_quant_model
+
+    torch.manual_seed(0)
+    subclassed = torch.nn.Sequential(torch.nn.Flatten(), _ScriptableLinear(16, 4)).eval()
+    plain = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 4)).eval()
+    plain.load_state_dict(subclassed.state_dict())
+    x = torch.randn(8, 16) * 2
+    with torch.no_grad():
+        got = fake_quant_model(subclassed, {"1": 1.5})(x)
+        expected = fake_quant_model(plain, {"1": 1.5})(x)
+        assert torch.equal(got, expected)
+        assert not torch.allclose(got, subclassed(x), atol=1e-3)  # quantised: not the FP32 answer

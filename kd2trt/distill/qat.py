@@ -134,6 +134,7 @@ def fake_quant_model(model: nn.Module, input_amax: Mapping[str, float]) -> nn.Mo
     unknown = sorted(set(input_amax) - set(modules))
     if unknown:
         raise Kd2trtError(f"QAT: no module {', '.join(unknown[:3])} in the student to quantise")
+    register_weighted_subclasses(mtq, quantized)
     with _quiet():
         quantized = mtq.quantize(quantized, _int8_config(mtq), forward_loop=None)
     placed: set[str] = set()
@@ -156,6 +157,23 @@ def fake_quant_model(model: nn.Module, input_amax: Mapping[str, float]) -> nn.Mo
         raise Kd2trtError(f"QAT: ModelOpt put no input quantiser on {', '.join(missing[:3])} (module type "
                           f"{type(modules[missing[0]]).__name__}); report the model")
     return quantized
+
+
+def register_weighted_subclasses(mtq: Any, model: nn.Module) -> None:
+    """Give ModelOpt a quantised class for each subclass of Conv/Linear in `model` it does not know.
+
+    ModelOpt's registry matches a subclass only when it keeps its base's `forward`; timm's `Linear` (every timm
+    classifier head) overrides `forward` for TorchScript, so ModelOpt left it unquantised and QAT stopped with
+    "no input quantiser on classifier". The base's quantised class wraps the subclass's own forward (the
+    quantisers run around `super().forward`), so registering the subclass with it is exact.
+    """
+    registry = mtq.QuantModuleRegistry
+    for cls in sorted({type(m) for m in model.modules()}, key=lambda c: f"{c.__module__}.{c.__qualname__}"):
+        if cls in _WEIGHTED or cls in registry:
+            continue
+        base = next((b for b in cls.__mro__ if b in _WEIGHTED), None)
+        if base is not None:
+            registry.register({cls: f"{cls.__module__}.{cls.__qualname__}"})(registry.get(base))
 
 
 def learned_amax(quantized: nn.Module) -> dict[str, float]:
