@@ -180,6 +180,26 @@ def test_bench_end_to_end(exported_run: Path) -> None:
     assert (exported_run / "report.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_the_report_shows_the_int8_budgets_curve(tiny_run: Path, tmp_path: Path) -> None:
+    """An export with --int8-budget: the bench report shows the methods scored and the curve of layers kept in
+    higher precision against validation top-1, read from the export summary (report.json holds it whole)."""
+    for name in ("student.pt", "teacher.pt"):
+        shutil.copy(tiny_run / name, tmp_path / name)
+    summary = run_export(ExportRequest(tmp_path / "student.pt"),
+                         ExportConfig(calib_images=100, teacher=False, int8_budget=0.0), QUIET)
+    budget = summary["int8"]["budget"]
+    run_bench(BenchRequest(tmp_path, engines_dir=tmp_path / "no-engines"), FAST, QUIET)
+    assert json.loads((tmp_path / "report.json").read_text())["int8_budget"] == budget
+    text = (tmp_path / "report.md").read_text()
+    assert f"INT8 accuracy budget (0 points on the validation split, FP32 {budget['fp32_val_top1']:.2f} %)" in text
+    assert f"chosen **{budget['method']}**" in text
+    assert "| layers kept in higher precision | layer added | val top-1 | drop vs FP32 (points) |" in text
+    first = budget["curve"][0]
+    assert f"| 0 | — | {first['val_top1']:.2f} % | {budget['fp32_val_top1'] - first['val_top1']:+.2f} |" in text
+    assert len([line for line in text.splitlines() if line.startswith("| ") and " % | " in line]) == len(
+        budget["curve"])
+
+
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (torch.cuda.is_available() is False)")
 def test_bench_on_cuda_reports_gpu_compute_apart(exported_run: Path, tmp_path: Path) -> None:

@@ -44,6 +44,28 @@ def _recall_table(rows: list[dict[str, Any]], classes: list[str]) -> list[str]:
     return lines
 
 
+def _int8_plan_lines(budget: dict[str, Any] | None, qat: dict[str, Any] | None) -> list[str]:
+    """The INT8 accuracy budget's curve (layers kept in higher precision → validation top-1) and QAT's outcome."""
+    lines: list[str] = []
+    if budget:
+        fp32 = budget["fp32_val_top1"]
+        methods = ", ".join(f"{m} {v:.2f} %" for m, v in budget["methods_val_top1"].items())
+        lines += ["", f"INT8 accuracy budget ({budget['budget_points']:g} points on the validation split, FP32 "
+                  f"{fp32:.2f} %): calibration {methods}; chosen **{budget['method']}**, "
+                  + ("within budget" if budget["met"] else "**not within budget**")
+                  + f" with {len(budget['high_precision_layers'])} layer(s) kept in higher precision.", "",
+                  "| layers kept in higher precision | layer added | val top-1 | drop vs FP32 (points) |",
+                  "|---:|---|---:|---:|"]
+        lines += [f"| {point['layers']} | {('`' + point['added'] + '`') if point.get('added') else '—'} | "
+                  f"{point['val_top1']:.2f} % | {fp32 - point['val_top1']:+.2f} |" for point in budget["curve"]]
+    if qat:
+        lines += ["", f"QAT ({qat['epochs']} epoch(s), {qat['library']}, from {qat['method']} ranges): INT8 drop vs "
+                  f"FP32 on validation {qat['val_ptq_drop_points']:+.2f} → {qat['val_qat_drop_points']:+.2f} points, "
+                  f"on test {qat['test_ptq_drop_points']:+.2f} → {qat['test_qat_drop_points']:+.2f} "
+                  f"(best epoch {qat['best_epoch']})."]
+    return lines
+
+
 def markdown(result: dict[str, Any]) -> str:
     """The report people read. Balanced accuracy and per-class recall appear only for an imbalanced test split
     (`test_imbalanced`), where top-1 alone flatters a model that favours the majority class; report.json always
@@ -90,6 +112,7 @@ def markdown(result: dict[str, Any]) -> str:
                   "|---|---|---|---:|---:|---:|---|"]
         lines += [f"| {row['model']} | {row['backend']} | {row['precision']} | {b} | {power['mean_w']:.2f} | "
                   f"{power['energy_per_image_mj']:.3f} | {power['rail']} |" for row, b, power in powered]
+    lines += _int8_plan_lines(result.get("int8_budget"), result.get("int8_qat"))
     notes = sorted({note for row in rows for note in row.get("notes", [])})
     if notes:
         lines += ["", *[f"- {note}" for note in notes]]

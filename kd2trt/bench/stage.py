@@ -8,6 +8,7 @@ preprocessing (the teacher's must be identical, or the comparison would be meani
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import platform
 import subprocess
@@ -174,6 +175,24 @@ def _speedup(teacher_row: dict[str, Any], row: dict[str, Any], batch: str) -> fl
     return teacher_row["latency"][batch]["host"]["median_ms"] / row["latency"][batch]["host"]["median_ms"]
 
 
+def int8_precision_plan(layout: RunLayout) -> dict[str, Any]:
+    """What the export decided for INT8 (its summary): the accuracy budget's search — methods scored, the
+    curve of layers kept in higher precision against validation top-1 — and QAT's record, for the report."""
+    path = layout.model("student").export_summary
+    if not path.is_file():
+        return {}
+    try:
+        int8 = json.loads(path.read_text()).get("int8") or {}
+    except (OSError, ValueError, AttributeError) as exc:
+        raise Kd2trtError(f"{path}: unreadable export summary ({exc}); rerun kd2trt export") from None
+    plan: dict[str, Any] = {}
+    if int8.get("budget"):
+        plan["int8_budget"] = int8["budget"]
+    if int8.get("qat"):
+        plan["int8_qat"] = {k: v for k, v in int8["qat"].items() if k not in ("history", "ranges_trained")}
+    return plan
+
+
 def run_bench(request: BenchRequest, config: BenchConfig, console: Console | None = None,
               tolerances: ParityTolerances | None = None) -> dict[str, Any]:
     """Measure every candidate, write report.{md,json,png}; the result includes the gates' outcome.
@@ -237,6 +256,7 @@ def run_bench(request: BenchRequest, config: BenchConfig, console: Console | Non
                      + ", host latency by perf_counter_ns, GPU compute by CUDA events"),
         "environment": env, "rows": rows, "skipped": skipped,
     }
+    result.update(int8_precision_plan(request.layout))
     result["gates"] = evaluate_gates(result, config, tolerances)
     result["files"] = {k: str(v) for k, v in write_report(result, request.layout, request.out_dir).items()}
     return result
