@@ -343,3 +343,61 @@ def test_a_linear_subclass_with_its_own_forward_is_fake_quantised_like_a_linear(
         expected = fake_quant_model(plain, {"1": 1.5})(x)
         assert torch.equal(got, expected)
         assert not torch.allclose(got, subclassed(x), atol=1e-3)  # quantised: not the FP32 answer
+
+
+class _Residual(torch.nn.Module):
+    """A ResNet basic block with a downsample branch: the Add's residual input is the folded Conv+BN output."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.ReLU())
+        self.conv1, self.bn1 = torch.nn.Conv2d(4, 8, 3, stride=2, padding=1), torch.nn.BatchNorm2d(8)
+        self.conv2, self.bn2 = torch.nn.Conv2d(8, 8, 3, padding=1), torch.nn.BatchNorm2d(8)
+        self.downsample = torch.nn.Sequential(torch.nn.Conv2d(4, 8, 1, stride=2), torch.nn.BatchNorm2d(8))
+        self.pool, self.flat, self.fc = torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        out = self.bn2(self.conv2(torch.relu(self.bn1(self.conv1(x)))))
+        return self.fc(self.flat(self.pool(torch.relu(out + self.downsample(x)))))
+
+
+def test_a_residual_addend_is_fake_quantised_on_the_module_that_outputs_it(tmp_path: Path) -> None:
+    """The downsample branch's output (no module takes it as input) is quantised on `downsample`'s output, found
+    by value, and the fake-quant model then computes what the Q/DQ graph computes; without it, it does not."""
+    from kd2trt.distill.qat import fake_quant_model
+    from kd2trt.onnx.export import export_onnx
+    from kd2trt.onnx.qat import resolve_outputs
+
+    torch.manual_seed(0)
+    model = _Residual().eval()
+    for bn in (model.bn1, model.bn2, model.downsample[1]):  # non-trivial statistics, as after training
+        bn.running_mean.uniform_(-0.5, 0.5)
+        bn.running_var.uniform_(0.5, 2.0)
+    images = np.random.default_rng(0).standard_normal((64, 1, 8, 8)).astype(np.float32)
+    path = export_onnx(model, torch.from_numpy(images[:2]), tmp_path / "residual.onnx")
+    graph = onnx.load(str(path))
+    mapping = activation_map(graph)
+    assert len(mapping.unsimulated) == 1
+    resolved = resolve_outputs(mapping, graph, model, path, images[:16])
+    assert resolved.outputs == {"downsample": mapping.unsimulated[0]} and resolved.unsimulated == []
+    other = _Residual().eval()
+    other.load_state_dict(model.state_dict())
+    other.downsample[1].running_mean += 1.0  # not the network the graph was exported from: checked by value
+    assert resolve_outputs(mapping, graph, other, path, images[:16]).outputs == {}
+    ranges = calibration.collect_ranges(path, calibration.CalibrationSet(images, "normal"), "minmax")
+    amax = calibration.amax_of(ranges)
+    # a range that clips the residual: its quantisation then matters for the answer
+    amax[resolved.outputs["downsample"]] *= 0.3
+    ranges = calibration.ranges_from_amax(amax, "minmax")
+    with OrtRunner(quantize_qdq(path, tmp_path / "residual.int8.onnx", ranges), fake_quant=True) as runner:
+        graph_logits = runner.infer_many(images)
+    inputs = {m: amax[t] for m, t in resolved.modules.items()}
+    with_output = fake_quant_model(model, inputs, {"downsample": amax[resolved.outputs["downsample"]]})
+    assert [name for name, _ in with_output.downsample.named_children()] == ["0", "1"]  # the tree is unchanged
+    with torch.no_grad():
+        simulated = with_output(torch.from_numpy(images)).numpy()
+        unsimulated = fake_quant_model(model, inputs)(torch.from_numpy(images)).numpy()
+    scale = np.abs(graph_logits).max()
+    assert np.median(np.abs(simulated - graph_logits)) < 1e-5 and np.abs(simulated - graph_logits).max() < 2e-2 * scale
+    assert np.abs(unsimulated - graph_logits).max() > 5 * np.abs(simulated - graph_logits).max()

@@ -65,8 +65,8 @@ from kd2trt.errors import Kd2trtError
 from kd2trt.evaluation import predict
 from kd2trt.metrics import top1
 
-__all__ = ["INSTALL_HINT", "QatResult", "QatSettings", "fake_quant_model", "learned_amax", "plain_state",
-           "require_modelopt", "train_qat"]
+__all__ = ["INSTALL_HINT", "QatResult", "QatSettings", "fake_quant_model", "learned_amax", "learned_output_amax",
+           "plain_state", "require_modelopt", "train_qat"]
 
 INSTALL_HINT = "pip install 'kd2trt[qat]' (NVIDIA ModelOpt: pip install nvidia-modelopt requests)"
 #: module types whose input quantiser TensorRT's placement uses (weighted ops and pooling)
@@ -120,13 +120,16 @@ def _quantizers(model: nn.Module) -> Iterator[tuple[str, str, nn.Module]]:
                 yield path, attribute, quantizer
 
 
-def fake_quant_model(model: nn.Module, input_amax: Mapping[str, float]) -> nn.Module:
+def fake_quant_model(model: nn.Module, input_amax: Mapping[str, float],
+                     output_amax: Mapping[str, float] | None = None) -> nn.Module:
     """A copy of `model` under INT8 fake quantisation, activations quantised exactly at `input_amax`.
 
     `input_amax`: module path -> amax of the activation entering that module (kd2trt.onnx.qat maps the PTQ
     ranges of the ONNX tensors to it). Those modules' input quantisers are enabled with that amax, weighted
     ones also get a per-channel dynamic weight quantiser; every other quantiser ModelOpt inserted is disabled,
-    so that fake quantisation happens where, and only where, the Q/DQ graph quantises.
+    so that fake quantisation happens where, and only where, the Q/DQ graph quantises. `output_amax`: module
+    path -> amax of a tensor the graph quantises that no module takes as input (a residual Add's addend, e.g.
+    a ResNet downsample branch): that module's output goes through a ModelOpt quantiser of the same kind.
     """
     mtq = require_modelopt()
     quantized = copy.deepcopy(model).cpu().eval()
@@ -156,7 +159,45 @@ def fake_quant_model(model: nn.Module, input_amax: Mapping[str, float]) -> nn.Mo
     if missing:
         raise Kd2trtError(f"QAT: ModelOpt put no input quantiser on {', '.join(missing[:3])} (module type "
                           f"{type(modules[missing[0]]).__name__}); report the model")
+    _add_output_quantizers(quantized, output_amax or {})
     return quantized
+
+
+OUTPUT_QUANTIZER = "kd2trt_output_quantizer"
+
+
+def _quantize_output(module: nn.Module, _args: Any, output: torch.Tensor) -> torch.Tensor:
+    return module.__dict__[OUTPUT_QUANTIZER](output)  # looked up on the module: survives deepcopy
+
+
+def _add_output_quantizers(quantized: nn.Module, output_amax: Mapping[str, float]) -> None:
+    """A ModelOpt TensorQuantizer (the input quantisers' settings, fixed amax) on each module's output.
+
+    The quantiser is a plain attribute, not a registered submodule: registered on an `nn.Sequential` (ResNet's
+    `downsample`) it would become one more stage of the sequence, and the module tree (the state dict the
+    fine-tuned weights go back through) would change. Its amax is fixed, so it needs no state of its own.
+    """
+    from modelopt.torch.quantization.config import QuantizerAttributeConfig
+    from modelopt.torch.quantization.nn import TensorQuantizer
+
+    mtq = require_modelopt()
+    settings = next(e["cfg"] for e in _int8_config(mtq)["quant_cfg"] if e.get("quantizer_name") == "*input_quantizer")
+    modules = dict(quantized.named_modules())
+    for path, amax in output_amax.items():
+        if path not in modules:
+            raise Kd2trtError(f"QAT: no module {path!r} in the student to quantise the output of")
+        if not (0 < float(amax) < math.inf):
+            raise Kd2trtError(f"QAT: activation range of {path!r}'s output is {amax}; recalibrate")
+        quantizer = TensorQuantizer(QuantizerAttributeConfig(**settings))
+        quantizer.amax = torch.tensor(float(amax), dtype=torch.float32)
+        object.__setattr__(modules[path], OUTPUT_QUANTIZER, quantizer.eval())
+        modules[path].register_forward_hook(_quantize_output)
+
+
+def learned_output_amax(quantized: nn.Module) -> dict[str, float]:
+    """Module path -> the amax of the quantiser on its output (`fake_quant_model(output_amax=...)`)."""
+    return {path: float(module.__dict__[OUTPUT_QUANTIZER].amax) for path, module in quantized.named_modules()
+            if OUTPUT_QUANTIZER in module.__dict__}
 
 
 def register_weighted_subclasses(mtq: Any, model: nn.Module) -> None:

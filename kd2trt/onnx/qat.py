@@ -9,8 +9,11 @@ the node after (its scope, `/stages/stages.1/stages.1.0/stages.1.0.0/Conv` -> `s
 is that input. Names alone could lie (another exporter, a module called twice), so the map is then *checked by
 value*: the input each module receives in PyTorch, captured by a hook on a probe batch, must equal that ONNX
 tensor as ONNX Runtime computes it. A quantised input with no module (a residual Add's addend: an operator in
-`forward`, not a module) cannot be fake-quantised in PyTorch; it keeps its PTQ range and is listed in the
-summary as not simulated (no such tensor in kd2trt's CNN students).
+`forward`, not a module) is quantised on the output of the module that produces it instead -- the deepest
+module around the producing node whose PyTorch output equals the tensor, checked by value
+(`resolve_outputs`: ResNet's `layer2.0.downsample`, whose Conv+BN the graph folds into one Conv), when every
+consumer of the tensor quantises it; one that has no such module keeps its PTQ range and is listed in the
+summary as not simulated.
 
 Ranges after QAT: every tensor of the fine-tuned graph is calibrated as usual (the cache must name every
 tensor TensorRT may need, the Q/DQ graph its residual inputs), then each tensor QAT quantised is overwritten
@@ -35,14 +38,21 @@ from onnxruntime.quantization.calibrate import TensorData, TensorsData
 from torch import nn
 
 from kd2trt.artifacts import temp_directory
-from kd2trt.distill.qat import QatSettings, fake_quant_model, learned_amax, plain_state, train_qat
+from kd2trt.distill.qat import (
+    QatSettings,
+    fake_quant_model,
+    learned_amax,
+    learned_output_amax,
+    plain_state,
+    train_qat,
+)
 from kd2trt.errors import Kd2trtError
 from kd2trt.metrics import top1
 from kd2trt.onnx import calibration, runtime
 from kd2trt.onnx.qdq import POOLING_OPS, WEIGHTED_OPS, quantize_qdq, tensorrt_qdq_inputs, weighted_nodes
 
 __all__ = ["QatOutcome", "activation_map", "check_map", "merged_ranges", "module_of_node", "qdq_top1",
-           "run_qat"]
+           "resolve_outputs", "run_qat"]
 
 PROBE_IMAGES = 32
 _MATCH_ATOL = 1e-4
@@ -74,6 +84,7 @@ class ActivationMap:
 
     modules: dict[str, str] = field(default_factory=dict)
     unsimulated: list[str] = field(default_factory=list)
+    outputs: dict[str, str] = field(default_factory=dict)   # module path -> the quantised tensor it outputs
 
 
 def activation_map(model: onnx.ModelProto, high_precision: Sequence[str] = ()) -> ActivationMap:
@@ -117,6 +128,27 @@ def _tensor_values(onnx_path: Path, names: Sequence[str], images: np.ndarray) ->
     return dict(zip(names, values, strict=True))
 
 
+def _recorded(model: nn.Module, paths: Sequence[str], images: np.ndarray, what: str) -> dict[str, list[np.ndarray]]:
+    """Every tensor each module at `paths` takes (`what="input"`: its first argument) or gives ("output") in
+    one eval forward of `images`, one entry per call."""
+    modules = dict(model.named_modules())
+    seen: dict[str, list[np.ndarray]] = {p: [] for p in paths}
+
+    def keep(path: str, value: Any) -> None:
+        if isinstance(value, torch.Tensor):
+            seen[path].append(value.detach().numpy().copy())
+
+    hooks = [modules[p].register_forward_pre_hook(lambda _m, args, p=p: keep(p, args[0])) if what == "input"
+             else modules[p].register_forward_hook(lambda _m, _args, out, p=p: keep(p, out)) for p in paths]
+    try:
+        with torch.no_grad():
+            model.eval()(torch.from_numpy(images))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return seen
+
+
 def check_map(mapping: ActivationMap, model: nn.Module, onnx_path: Path, images: np.ndarray) -> None:
     """Each mapped module's PyTorch input equals its ONNX tensor on `images`; else an error naming both."""
     modules = dict(model.named_modules())
@@ -124,22 +156,63 @@ def check_map(mapping: ActivationMap, model: nn.Module, onnx_path: Path, images:
     if missing:
         raise Kd2trtError(f"QAT: {onnx_path} names module(s) {', '.join(missing[:3])} the student does not have "
                           "(the ONNX is not this checkpoint's export)")
-    seen: dict[str, np.ndarray] = {}
-    hooks = [modules[path].register_forward_pre_hook(
-        lambda _m, args, p=path: seen.__setitem__(p, args[0].detach().numpy().copy())) for path in mapping.modules]
-    try:
-        with torch.no_grad():
-            model.eval()(torch.from_numpy(images))
-    finally:
-        for hook in hooks:
-            hook.remove()
+    seen = _recorded(model, list(mapping.modules), images, "input")
     values = _tensor_values(onnx_path, sorted(set(mapping.modules.values())), images)
     for path, tensor in mapping.modules.items():
-        ours, theirs = seen.get(path), values[tensor]
+        ours, theirs = (seen[path][-1] if seen[path] else None), values[tensor]
         if ours is None or ours.size != theirs.size or not np.allclose(ours.reshape(theirs.shape), theirs,
                                                                       atol=_MATCH_ATOL, rtol=1e-4):
             raise Kd2trtError(f"QAT: the input of module {path!r} is not ONNX tensor {tensor!r} of {onnx_path} "
                               "(names and values disagree); report the model")
+
+
+def _candidate_modules(node_name: str, modules: Mapping[str, nn.Module]) -> list[str]:
+    """The module the exporter scoped `node_name` under and its parents, deepest first (a Conv folded with its
+    BatchNorm outputs what the enclosing `downsample` Sequential outputs, not what the Conv module does)."""
+    path = module_of_node(node_name)
+    out = []
+    while path:
+        if path in modules:
+            out.append(path)
+        path = path.rpartition(".")[0]
+    return out
+
+
+def resolve_outputs(mapping: ActivationMap, onnx_model: onnx.ModelProto, model: nn.Module, onnx_path: Path,
+                    images: np.ndarray, high_precision: Sequence[str] = ()) -> ActivationMap:
+    """Simulate the quantised tensors no module takes as input (residual addends) on a module's output.
+
+    A tensor qualifies when every consumer in the graph quantises it (a module output quantiser quantises it
+    for all of them) and a module called once per forward outputs it: the producing node's module or a parent,
+    the deepest one whose PyTorch output equals the ONNX tensor on `images` (checked by value, as check_map).
+    The others stay listed as not simulated (they keep their calibrated range and are not trained with).
+    """
+    quantized = set(tensorrt_qdq_inputs(onnx_model, high_precision))
+    producers = {out: node for node in onnx_model.graph.node for out in node.output}
+    consumers: dict[str, list[tuple[str, int]]] = {}
+    for node in onnx_model.graph.node:
+        for index, tensor in enumerate(node.input):
+            consumers.setdefault(tensor, []).append((node.name, index))
+    modules = dict(model.named_modules())
+    wanted = {t: _candidate_modules(producers[t].name, modules) for t in mapping.unsimulated
+              if t in producers and all(c in quantized for c in consumers.get(t, []))}
+    candidates = sorted({m for paths in wanted.values() for m in paths})
+    if not candidates:
+        return mapping
+    seen = _recorded(model, candidates, images, "output")
+    values = _tensor_values(onnx_path, sorted(wanted), images)
+    taken = set(mapping.modules) | set(mapping.outputs)
+    outputs, unsimulated = dict(mapping.outputs), []
+    for tensor in mapping.unsimulated:
+        match = next((m for m in wanted.get(tensor, []) if m not in taken and len(seen[m]) == 1
+                      and seen[m][0].shape == values[tensor].shape
+                      and np.allclose(seen[m][0], values[tensor], atol=_MATCH_ATOL, rtol=1e-4)), None)
+        if match is None:
+            unsimulated.append(tensor)
+        else:
+            outputs[match] = tensor
+            taken.add(match)
+    return ActivationMap(dict(mapping.modules), unsimulated, outputs)
 
 
 def merged_ranges(calibrated: TensorsData, learned: Mapping[str, float]) -> TensorsData:
@@ -194,18 +267,25 @@ def run_qat(inputs: QatInputs, fp32_path: Path, ranges: TensorsData, high_precis
     val_images, val_labels = inputs.val
     probe = val_images[:PROBE_IMAGES]
     check_map(mapping, inputs.student, fp32_path, probe)
+    mapping = resolve_outputs(mapping, graph, inputs.student, fp32_path, probe, high_precision)
     amax = calibration.amax_of(ranges)
-    quantized = fake_quant_model(inputs.student, {m: amax[t] for m, t in mapping.modules.items()})
+    quantized = fake_quant_model(inputs.student, {m: amax[t] for m, t in mapping.modules.items()},
+                                 {m: amax[t] for m, t in mapping.outputs.items()})
     result = train_qat(quantized, inputs.teacher, inputs.train_set, inputs.val_set, settings, progress)
     plain = copy.deepcopy(inputs.student)
     plain.load_state_dict(plain_state(result.model, plain))
     qat_path = export_plain(plain.eval())
-    qat_map = activation_map(onnx.load(str(qat_path)), high_precision)
+    qat_graph = onnx.load(str(qat_path))
+    qat_map = activation_map(qat_graph, high_precision)
     if qat_map.modules != mapping.modules:
         raise Kd2trtError(f"QAT: {qat_path} quantises other tensors than {fp32_path}; report the model")
     check_map(qat_map, plain, qat_path, probe)
-    by_module = learned_amax(result.model)
+    if resolve_outputs(qat_map, qat_graph, plain, qat_path, probe, high_precision).outputs != mapping.outputs:
+        raise Kd2trtError(f"QAT: {qat_path}'s residual inputs come from other modules than {fp32_path}'s; "
+                          "report the model")
+    by_module, by_output = learned_amax(result.model), learned_output_amax(result.model)
     learned = {tensor: by_module[module] for module, tensor in mapping.modules.items()}
+    learned.update({tensor: by_output[module] for module, tensor in mapping.outputs.items()})
     final = merged_ranges(calibration.collect_ranges(qat_path, inputs.calibration_set, inputs.method), learned)
     test_images, test_labels = inputs.test
     with temp_directory("qat") as tmp:
@@ -227,6 +307,7 @@ def run_qat(inputs: QatInputs, fp32_path: Path, ranges: TensorsData, high_precis
         "seconds": round(time.perf_counter() - started, 3), "fp32_onnx": str(qat_path),
         "method": inputs.method, "high_precision_layers": list(high_precision),
         "tensors_trained": len(learned), "ranges_trained": learned, "not_simulated": mapping.unsimulated,
+        "simulated_on_module_outputs": dict(mapping.outputs),
         **{f"{split}_{key}": value for split, row in scores.items() for key, value in row.items()},
     }
     return QatOutcome(qat_path, final, learned, record, result.model)
