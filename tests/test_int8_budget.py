@@ -109,3 +109,41 @@ def test_among_methods_within_budget_the_one_faithful_to_fp32_wins_over_a_lucky_
     # over budget everywhere: the most accurate method, then the fallback
     result = search_budget(path, lambda method: method, ["minmax", "entropy"], images, labels, budget_points=-1.0)
     assert result.method == "entropy"
+
+
+def test_a_large_int8_drop_without_a_budget_warns_naming_the_flag(tiny_run: Path, tmp_path: Path, monkeypatch) -> None:
+    """Over 1 point lost and no budget: a warning (console and summary) names --int8-budget; with a budget, or
+    a small drop, none."""
+    import io
+    import shutil
+
+    from rich.console import Console
+
+    from kd2trt.config import ExportConfig
+    from kd2trt.onnx import stage
+
+    shutil.copy(tiny_run / "student.pt", tmp_path / "student.pt")
+    real_preview = stage.int8_preview
+
+    def preview_with_drop(drop: float):
+        def fake(*args, **kwargs):
+            return {**real_preview(*args, **kwargs), "int8_drop_points": drop}
+        return fake
+
+    def export(drop: float, **extra) -> tuple[dict, str]:
+        monkeypatch.setattr(stage, "int8_preview", preview_with_drop(drop))
+        out = io.StringIO()
+        summary = stage.run_export(stage.ExportRequest(tmp_path / "student.pt", force=True),
+                                   ExportConfig(teacher=False, fp16=False, calib_images=64, **extra),
+                                   Console(file=out, width=400))
+        return summary, out.getvalue()
+
+    summary, printed = export(17.7)
+    assert summary["warnings"] == [
+        "INT8 Q/DQ loses 17.70 top-1 points vs FP32 on the test split with entropy calibration; --int8-budget 0.5 "
+        "(export.int8_budget) chooses the calibration method and any layers to keep in higher precision on the "
+        "validation split"]
+    assert "warning: INT8 Q/DQ loses 17.70" in printed
+    for drop, extra in ((0.9, {}), (17.7, {"int8_budget": 0.5})):
+        summary, printed = export(drop, **extra)
+        assert "warnings" not in summary and "--int8-budget" not in printed
