@@ -11,9 +11,14 @@ from tests.conftest import REPO
 
 
 def test_default_recipe_file_equals_the_model_defaults() -> None:
-    """pipeline/digits.yaml is documentation of the defaults; it must not drift from them."""
+    """pipeline/digits.yaml is documentation of the defaults; it must not drift from them. One exception, on
+    purpose: it sets an INT8 budget (TensorRT's entropy calibration, the default method, loses ~12 points on
+    these sparse digit images; the budget picks minmax there), which a bare ExportConfig leaves to the caller."""
     from_file = load_config(REPO / "pipeline" / "digits.yaml")
-    assert from_file.model_dump() == RunConfig().model_dump()
+    assert from_file.export.int8_budget == 0.5
+    expected = RunConfig().model_dump()
+    expected["export"]["int8_budget"] = 0.5
+    assert from_file.model_dump() == expected
 
 
 def test_overrides_apply_on_top_of_the_file(tmp_path: Path) -> None:
