@@ -68,7 +68,7 @@ from kd2trt.metrics import top1
 __all__ = ["INSTALL_HINT", "QatResult", "QatSettings", "fake_quant_model", "learned_amax", "learned_output_amax",
            "plain_state", "require_modelopt", "train_qat"]
 
-INSTALL_HINT = "pip install 'kd2trt[qat]' (NVIDIA ModelOpt: pip install nvidia-modelopt requests)"
+INSTALL_HINT = "pip install 'kd2trt[qat]' (NVIDIA ModelOpt: pip install nvidia-modelopt requests huggingface_hub)"
 #: module types whose input quantiser TensorRT's placement uses (weighted ops and pooling)
 _WEIGHTED = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d,
              nn.Linear)
