@@ -166,7 +166,11 @@ def main() -> None:
     settings = {"budget": args.budget, "calib_images": args.calib_images, "qat_epochs": args.qat_epochs,
                 "qat_lr": args.qat_lr}
     progress_path = args.work / "progress.json"
-    progress = json.loads(progress_path.read_text()) if progress_path.is_file() else {}
+    try:
+        progress = json.loads(progress_path.read_text()) if progress_path.is_file() else {}
+    except ValueError as exc:
+        console.print(f"[red]error[/]: {progress_path}: unreadable ({exc}); delete it to measure every run again")
+        raise SystemExit(2) from None
     done = progress.get("runs", {}) if progress.get("settings") == settings else {}
     per_run: dict[str, Any] = {}
     groups: dict[str, list[str]] = {}

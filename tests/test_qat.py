@@ -401,3 +401,17 @@ def test_a_residual_addend_is_fake_quantised_on_the_module_that_outputs_it(tmp_p
     scale = np.abs(graph_logits).max()
     assert np.median(np.abs(simulated - graph_logits)) < 1e-5 and np.abs(simulated - graph_logits).max() < 2e-2 * scale
     assert np.abs(unsimulated - graph_logits).max() > 5 * np.abs(simulated - graph_logits).max()
+
+
+def test_the_bench_report_states_qats_outcome_from_its_record(outcome) -> None:
+    """The report's QAT line reads the record run_qat writes (its real keys), before → after on both splits."""
+    from kd2trt.bench.report import _int8_plan_lines
+
+    # the real record's keys, with four distinct drops so that a swapped split or direction shows
+    record = {**outcome.record, "val_ptq_drop_points": 1.0, "val_qat_drop_points": 2.0,
+              "test_ptq_drop_points": 3.0, "test_qat_drop_points": 4.0}
+    (line,) = [line for line in _int8_plan_lines(None, record) if line]
+    assert line.startswith(f"QAT ({record['epochs']} epoch(s), {record['library']}, from entropy ranges)")
+    assert (f"validation {record['val_ptq_drop_points']:+.2f} → {record['val_qat_drop_points']:+.2f} points, "
+            f"on test {record['test_ptq_drop_points']:+.2f} → {record['test_qat_drop_points']:+.2f} "
+            f"(best epoch {record['best_epoch']})") in line
