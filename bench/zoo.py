@@ -110,9 +110,10 @@ def make_pool(jobs: int, threads: int | None) -> Executor:
 
     Why: at 32 px these students are too small for one process to keep two cores busy — on the 2-core CI
     machine two 1-thread processes did 1.47× the training steps of one 2-thread process (five zoo students,
-    batch 32: 1.9× for ShuffleNetV2, 1.3× for ResNet-18). Each run is a function of its config and seed only, so at the same thread count the figures do
-    not depend on `jobs` (tests/test_zoo_bench.py); another thread count sums in another order, which moves a
-    run by a few float roundings and after training by up to a few points; the per-epoch seconds are a shared
+    batch 32: 1.9× for ShuffleNetV2, 1.3× for ResNet-18). Each run is a function of its config and seed only,
+    so at the same thread count the figures do not depend on `jobs` (tests/test_zoo_bench.py). Another thread
+    count sums in another order: a few float roundings per step, which after training moved most students by
+    a point or two and SqueezeNet's stall restarts by up to 17 (README); per-epoch seconds are a shared
     machine's.
     """
     if jobs == 1:
