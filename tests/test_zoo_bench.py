@@ -2,7 +2,8 @@
 
 The zoo benchmark meets its time budget on 2 cores only by running two 1-thread processes at once; that is
 worth nothing if a run's result depends on where it ran (a teacher of the wrong seed, a shared RNG, a run
-written into another run's folder). Same thread count, same seeds: the JSON must be the same number for number.
+written into another run's folder, a worker on another thread count). Same thread count, same seeds: the
+figures and every epoch's training loss of every run must be the same number for number.
 """
 
 from __future__ import annotations
@@ -30,6 +31,12 @@ def zoo(tmp_path: Path, jobs: int) -> dict:
     return json.loads(out.read_text())
 
 
+def losses(work: Path) -> dict[str, list[float]]:
+    """Every epoch's training loss of every model trained under `work` (exact floats: any reordering shows)."""
+    return {str(path.relative_to(work)): [epoch["train_loss"] for epoch in json.loads(path.read_text())]
+            for path in sorted(work.rglob("*.metrics.json"))}
+
+
 def figures(result: dict) -> dict:
     return {"teacher": result["teacher_test_top1"]["values"],
             "students": {arch: {p: (f["kd"]["values"], f["scratch"]["values"]) for p, f in row["protocols"].items()}
@@ -41,3 +48,6 @@ def test_two_jobs_give_the_figures_of_one(tmp_path: Path) -> None:
     assert parallel["machine"]["jobs"] == 2 and parallel["machine"]["torch_threads_per_job"] == 1
     assert set(parallel["students"]) == {"cnn", "shufflenet_v2_x0_5"}
     assert figures(parallel) == figures(serial)
+    serial_losses = losses(tmp_path / "work1")
+    assert len(serial_losses) == 2 + 2 * 2 * 2  # 2 teachers; 2 students × 2 seeds, each KD + scratch
+    assert losses(tmp_path / "work2") == serial_losses
