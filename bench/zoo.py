@@ -22,6 +22,7 @@ import multiprocessing
 import os
 import platform
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, as_completed
@@ -148,10 +149,15 @@ def train_student(overrides: dict[str, Any], run_dir: Path,
 def collected_run(run_dir: Path, with_export: bool) -> Future[tuple[dict[str, Any], dict[str, Any] | None]]:
     """`--collect`: a finished run's summary (empty when it did not finish) and its export columns."""
     future: Future[tuple[dict[str, Any], dict[str, Any] | None]] = Future()
-    summary = json.loads((run_dir / "distill.json").read_text()) if (run_dir / "distill.json").is_file() else {}
-    exported_json = run_dir / "export" / "student.export.json"
-    exported = figures_of_export(json.loads(exported_json.read_text())) if with_export and exported_json.is_file() \
-        else None
+    summary_json, exported_json = run_dir / "distill.json", run_dir / "export" / "student.export.json"
+    try:
+        summary = json.loads(summary_json.read_text()) if summary_json.is_file() else {}
+        exported = figures_of_export(json.loads(exported_json.read_text())) \
+            if with_export and exported_json.is_file() else None
+    except (ValueError, KeyError) as exc:
+        print(f"error: {run_dir}: unreadable run record ({exc!r}); delete the folder to train it again",
+              file=sys.stderr)
+        raise SystemExit(2) from None
     future.set_result((summary, exported))
     return future
 
@@ -198,6 +204,13 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text}: must be at least 1")
+    return value
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--students", default=",".join(STUDENTS), help="comma-separated model names")
@@ -212,9 +225,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--protocols", default="0.1,1.0", help="labeled fractions for the student")
     parser.add_argument("--device", default="cpu", help="cpu | cuda | auto")
-    parser.add_argument("--jobs", type=int, default=1,
+    parser.add_argument("--jobs", type=positive_int, default=1,
                         help="runs at once, each in its own process (CPU: 2 on 2 cores trains ~1.5x faster)")
-    parser.add_argument("--threads", type=int, default=None,
+    parser.add_argument("--threads", type=positive_int, default=None,
                         help="torch threads per run (default: cores / jobs; torch's own with --jobs 1)")
     parser.add_argument("--no-export", action="store_true", help="skip the FP16 / INT8 export figures")
     parser.add_argument("--work", type=Path, default=Path("runs/bench-zoo"))
