@@ -1,0 +1,31 @@
+"""bench/zoo_sweep.py: a setting changes exactly the knob it names, on the zoo's own recipe.
+
+A sweep that silently trained something other than the zoo's recipe (a `train.` key landing at the top level, the
+teacher's schedule changed, the baseline left on) would make the rate it picks meaningless for bench/zoo.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from tests.conftest import REPO
+
+sys.path.insert(0, str(REPO / "bench"))
+import zoo
+import zoo_sweep
+
+
+def test_a_setting_changes_only_the_student_knob_it_names(tmp_path: Path) -> None:
+    args = argparse.Namespace(work=tmp_path, arch="shufflenet_v2_x0_5", seed=1, fraction=0.1)
+    plain = zoo_sweep.overrides_for(args, {})
+    swept = zoo_sweep.overrides_for(args, {"train.lr": 0.02, "train.grad_clip": 0.5, "distill.temperature": 2.0})
+
+    assert plain["student.train"]["lr"] == zoo.LR and plain["student.train"]["grad_clip"] == zoo.GRAD_CLIP
+    assert swept["student.train"] == {**plain["student.train"], "lr": 0.02, "grad_clip": 0.5}
+    assert swept["distill.temperature"] == 2.0 and "train.lr" not in swept
+    assert swept["teacher.train"] == plain["teacher.train"]  # the teacher is the finished zoo teacher's recipe
+    assert swept["teacher.weights"] == str(tmp_path / "seed1" / "teacher" / "teacher.pt")
+    assert swept["distill.baseline"] is False and swept["data.labeled_fraction"] == 0.1
+    assert swept["seed"] == 1 and swept["student.arch"] == "shufflenet_v2_x0_5"
