@@ -218,6 +218,13 @@ def positive_int(text: str) -> int:
     return value
 
 
+def non_negative_float(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text}: must be at least 0")
+    return value
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--students", default=",".join(STUDENTS), help="comma-separated model names")
@@ -227,7 +234,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=6, help="student epochs (KD and scratch)")
     parser.add_argument("--teacher-epochs", type=int, default=6)
     parser.add_argument("--lr", type=float, default=LR, help="student learning rate (AdamW), every student")
-    parser.add_argument("--grad-clip", type=float, default=GRAD_CLIP,
+    parser.add_argument("--grad-clip", type=non_negative_float, default=GRAD_CLIP,
                         help="students' gradient-norm clip (train.grad_clip); 0 turns it off")
     parser.add_argument("--teacher-lr", type=float, default=2e-3)
     parser.add_argument("--warmup", type=float, default=0.1, help="share of the steps with a linear warm-up")
