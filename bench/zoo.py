@@ -225,7 +225,8 @@ def non_negative_float(text: str) -> float:
     return value
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The zoo's options; their defaults are the zoo's recipe (bench/zoo_sweep.py starts from them too)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--students", default=",".join(STUDENTS), help="comma-separated model names")
     parser.add_argument("--seeds", type=int, default=3)
@@ -251,7 +252,11 @@ def main() -> None:
     parser.add_argument("--collect", action="store_true",
                         help="train nothing: tabulate the runs already finished under --work (seeds missing there "
                              "are left out and counted), e.g. after an interrupted benchmark")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     console = Console()
     students = [s.strip() for s in args.students.split(",") if s.strip()]
     protocols = [str(float(p)) for p in args.protocols.split(",")]

@@ -16,7 +16,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 
@@ -25,15 +25,15 @@ import zoo
 
 from kd2trt.config import load_config
 from kd2trt.distill.train import run_distill
+from kd2trt.errors import Kd2trtError
 
 
 def overrides_for(args: argparse.Namespace, setting: dict[str, Any]) -> dict[str, Any]:
     """The zoo's overrides for seed `args.seed`, the student's recipe changed by `setting`, no scratch baseline."""
-    recipe_args = argparse.Namespace(lr=zoo.LR, grad_clip=zoo.GRAD_CLIP, warmup=0.1, epochs=6, teacher_lr=2e-3,
-                                     teacher_epochs=6, image_size=32, batch_size=32, device="cpu")
+    recipe_args = zoo.build_parser().parse_args([])  # bench/zoo.py's defaults: the zoo's own recipe
     data_root = args.work / "data-all"
     overrides = {**zoo.recipe(recipe_args, data_root, args.seed), **zoo.student_overrides(args.arch),
-                 "teacher.weights": str(args.work / f"seed{args.seed}" / "teacher" / "teacher.pt"),
+                 "teacher.weights": str(teacher_checkpoint(args)),
                  "data.labeled_fraction": args.fraction, "distill.baseline": False}
     train = dict(overrides["student.train"])
     for key, value in setting.items():
@@ -45,6 +45,26 @@ def overrides_for(args: argparse.Namespace, setting: dict[str, Any]) -> dict[str
     return overrides
 
 
+def fail(message: str) -> NoReturn:
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def teacher_checkpoint(args: argparse.Namespace) -> Path:
+    return args.work / f"seed{args.seed}" / "teacher" / "teacher.pt"
+
+
+def settings_of(text: str) -> list[dict[str, Any]]:
+    """--grid: a JSON list of objects, or a one-line error (exit 2)."""
+    try:
+        grid = json.loads(text)
+    except ValueError as exc:
+        fail(f"--grid is not JSON ({exc}); pass a list such as '[{{\"train.lr\": 0.01}}]'")
+    if not isinstance(grid, list) or not all(isinstance(setting, dict) for setting in grid):
+        fail("--grid must be a JSON list of objects, e.g. '[{\"train.lr\": 0.01}]'")
+    return grid
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, required=True, help="a bench/zoo.py work folder (data and teachers)")
@@ -52,16 +72,24 @@ def main() -> None:
     parser.add_argument("--grid", required=True, help="a JSON list of settings")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--fraction", type=float, default=0.1, help="labeled fraction")
-    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--threads", type=zoo.positive_int, default=None)
     parser.add_argument("--out", type=Path, default=Path("runs/zoo-sweep/sweep.jsonl"))
     args = parser.parse_args()
+    grid = settings_of(args.grid)
+    for needed in (teacher_checkpoint(args), args.work / "data-all"):
+        if not needed.exists():
+            fail(f"{needed} is missing; run bench/zoo.py --work {args.work} first (its data and seed-{args.seed} "
+                 "teacher are what the sweep trains against)")
     if args.threads:
         torch.set_num_threads(args.threads)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    for index, setting in enumerate(json.loads(args.grid)):
+    for index, setting in enumerate(grid):
         run_dir = args.out.parent / args.arch.replace(":", "_") / f"seed{args.seed}-{int(time.time())}-{index}"
         started = time.perf_counter()
-        summary = run_distill(load_config(None, overrides_for(args, setting)), run_dir, console=zoo.QUIET)
+        try:
+            summary = run_distill(load_config(None, overrides_for(args, setting)), run_dir, console=zoo.QUIET)
+        except Kd2trtError as exc:
+            fail(f"setting {setting}: {exc}")
         student = summary["student"]
         line = {"arch": args.arch, "seed": args.seed, "labeled_fraction": args.fraction, "setting": setting,
                 "torch_threads": torch.get_num_threads(), "kd_test_top1": student["test_top1"],

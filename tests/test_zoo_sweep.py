@@ -7,8 +7,11 @@ teacher's schedule changed, the baseline left on) would make the rate it picks m
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from tests.conftest import REPO
 
@@ -29,3 +32,17 @@ def test_a_setting_changes_only_the_student_knob_it_names(tmp_path: Path) -> Non
     assert swept["teacher.weights"] == str(tmp_path / "seed1" / "teacher" / "teacher.pt")
     assert swept["distill.baseline"] is False and swept["data.labeled_fraction"] == 0.1
     assert swept["seed"] == 1 and swept["student.arch"] == "shufflenet_v2_x0_5"
+
+
+@pytest.mark.parametrize(("grid", "work", "says"), [
+    ("nope", "runs", "--grid is not JSON"),
+    ('{"train.lr": 0.01}', "runs", "--grid must be a JSON list of objects"),
+    ('[{"train.lr": 0.01}]', "missing-work", "teacher.pt is missing; run bench/zoo.py --work"),
+])
+def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, grid: str, work: str, says: str) -> None:
+    result = subprocess.run([sys.executable, str(REPO / "bench" / "zoo_sweep.py"), "--work", str(tmp_path / work),
+                             "--arch", "cnn", "--grid", grid, "--out", str(tmp_path / "sweep.jsonl")],
+                            cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert says in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "sweep.jsonl").exists()
