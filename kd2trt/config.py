@@ -107,7 +107,8 @@ class TrainConfig(_Strict):
         "learning rate, "
         "at most this many times (0: never); each restart is a warning in distill.json")
     grad_clip: float | None = Field(
-        None, gt=0, description="clip the gradients' global L2 norm to this value; null: no clipping")
+        None, gt=0, description="clip the gradients' global L2 norm to this value (each epoch's mean norm before "
+        "clipping and the share of steps cut: grad_norm, clipped_fraction in *.metrics.json); null: no clipping")
     bn_recalibration_images: int = Field(
         512, ge=0, description="before each validation, BatchNorm running statistics are recomputed as exact "
         "averages over this many training images (0: off), so the evaluated and checkpointed model is the one "

@@ -15,7 +15,16 @@ from torch.utils.data import Dataset
 from kd2trt.config import DataConfig, TrainConfig
 from kd2trt.data import load_data
 from kd2trt.distill.distributed import DistContext
-from kd2trt.distill.loop import Stage, build_optimizer, build_scheduler, diagnose, fit, lr_factor, recompute_batchnorm
+from kd2trt.distill.loop import (
+    ClipStats,
+    Stage,
+    build_optimizer,
+    build_scheduler,
+    diagnose,
+    fit,
+    lr_factor,
+    recompute_batchnorm,
+)
 from kd2trt.layout import RunLayout
 
 CPU = DistContext(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
@@ -342,3 +351,26 @@ def test_a_stage_slow_to_leave_chance_is_judged_on_its_whole_history(tmp_path: P
     assert [round(h["val_top1"]) <= 11 for h in result.history][:2] == [True, True]  # at chance, flat
     assert result.best_val_top1 > 30.0  # well clear of "at chance" (< 14.5 % here); 48-60 % with 1 or 2 threads
     assert result.warnings == [] and "warning" not in log.getvalue()
+
+
+def test_clip_stats_average_the_finite_norms_and_count_the_steps_cut() -> None:
+    stats = ClipStats()
+    assert stats.record() == {}  # no clipping, nothing to report
+    for norm in (0.5, 3.0, float("inf"), 5.0):  # inf: a step the AMP scaler skips
+        stats.add(norm, clip=2.0)
+    assert stats.record() == pytest.approx({"grad_norm": 8.5 / 3, "clipped_fraction": 2 / 3})
+
+
+def test_a_clipped_stage_records_its_gradient_norms_per_epoch(tmp_path: Path) -> None:
+    """The history says what the clip did: every step cut at a tiny clip, none at a huge one, no keys without."""
+    data = load_data(DataConfig(image_size=8))
+    fractions = {}
+    for clip in (1e-6, 1e6, None):
+        torch.manual_seed(0)
+        config = TrainConfig(epochs=2, lr=0.01, grad_clip=clip, stall_restarts=0)
+        history = _fit(tmp_path / str(clip), slow_bn_net(), data.train, data.val, config, Console(file=io.StringIO())
+                       ).history
+        fractions[clip] = [h.get("clipped_fraction") for h in history]
+        if clip is not None:
+            assert all(h["grad_norm"] > 0 for h in history)
+    assert fractions == {1e-6: [1.0, 1.0], 1e6: [0.0, 0.0], None: [None, None]}

@@ -139,6 +139,28 @@ def use_channels_last(setting: str, device: torch.device) -> bool:
     return setting == "on"
 
 
+@dataclass
+class ClipStats:
+    """What `train.grad_clip` did in one epoch: the mean gradient norm before clipping and the share of steps it
+    cut, so that a user can tell a clip that shapes every step from one that only catches spikes (a KD term
+    scaled by T² and a CE term have gradients of different sizes, so one clip does not suit both alike)."""
+
+    norm_sum: float = 0.0
+    steps: int = 0
+    clipped: int = 0
+
+    def add(self, norm: float, clip: float) -> None:
+        if math.isfinite(norm):  # a non-finite norm is a step the AMP scaler skips
+            self.norm_sum += norm
+            self.steps += 1
+            self.clipped += norm > clip
+
+    def record(self) -> dict[str, float]:
+        if not self.steps:
+            return {}
+        return {"grad_norm": self.norm_sum / self.steps, "clipped_fraction": self.clipped / self.steps}
+
+
 #: a start is judged stalled only after this many optimiser steps (and twice the warm-up): a loss that has not
 #: moved after a handful of steps, e.g. 4 steps an epoch on 10 % labels, says nothing yet
 STALL_MIN_STEPS = 100
@@ -425,6 +447,7 @@ def fit(stage: Stage, val_set: Dataset, ctx: DistContext, layout: RunLayout, *, 
             started = time.perf_counter()
             module.train()
             total_loss, terms_sum, batches = 0.0, {}, 0
+            clip_stats = ClipStats()
             for batch in loader:
                 batch = _to_device(batch, ctx.device, layout_format)
                 with torch.autocast(ctx.device.type, dtype=torch.float16, enabled=use_amp):
@@ -436,7 +459,7 @@ def fit(stage: Stage, val_set: Dataset, ctx: DistContext, layout: RunLayout, *, 
                 scaler.scale(loss).backward()
                 if config.grad_clip is not None:
                     scaler.unscale_(optimizer)
-                    torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
+                    clip_stats.add(float(torch.nn.utils.clip_grad_norm_(params, config.grad_clip)), config.grad_clip)
                 scaler.step(optimizer)
                 scaler.update()
                 scheduler.step()
@@ -461,7 +484,7 @@ def fit(stage: Stage, val_set: Dataset, ctx: DistContext, layout: RunLayout, *, 
             record = {"epoch": epoch + 1, "train_loss": total_loss / batches,
                       **{f"loss_{k}": v / batches for k, v in terms_sum.items()},
                       "val_top1": val_top1, "val_balanced_accuracy": val_balanced,
-                      "lr": optimizer.param_groups[0]["lr"],
+                      "lr": optimizer.param_groups[0]["lr"], **clip_stats.record(),
                       "train_seconds": train_seconds, "bn_seconds": bn_seconds, "seconds": seconds}
             result.history.append(record)
             result.seconds += seconds
