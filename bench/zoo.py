@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, as_completed
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 from rich.console import Console
@@ -157,18 +157,31 @@ def train_student(overrides: dict[str, Any], run_dir: Path,
     return summary, exported
 
 
+def fail(message: str) -> NoReturn:
+    """Bad input to a zoo script: one line on stderr and exit 2 (1 is for a failed gate)."""
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def read_run_summary(run_dir: Path) -> dict[str, Any]:
+    """A zoo run's distill.json; empty when the run did not finish, a one-line error when it cannot be read."""
+    summary_json = run_dir / "distill.json"
+    try:
+        return json.loads(summary_json.read_text()) if summary_json.is_file() else {}
+    except ValueError as exc:
+        fail(f"{run_dir}: unreadable run record ({exc!r}); delete the folder to train it again")
+
+
 def collected_run(run_dir: Path, with_export: bool) -> Future[tuple[dict[str, Any], dict[str, Any] | None]]:
     """`--collect`: a finished run's summary (empty when it did not finish) and its export columns."""
     future: Future[tuple[dict[str, Any], dict[str, Any] | None]] = Future()
-    summary_json, exported_json = run_dir / "distill.json", run_dir / "export" / "student.export.json"
+    summary = read_run_summary(run_dir)
+    exported_json = run_dir / "export" / "student.export.json"
     try:
-        summary = json.loads(summary_json.read_text()) if summary_json.is_file() else {}
         exported = figures_of_export(json.loads(exported_json.read_text())) \
             if with_export and exported_json.is_file() else None
     except (ValueError, KeyError) as exc:
-        print(f"error: {run_dir}: unreadable run record ({exc!r}); delete the folder to train it again",
-              file=sys.stderr)
-        raise SystemExit(2) from None
+        fail(f"{run_dir}: unreadable run record ({exc!r}); delete the folder to train it again")
     future.set_result((summary, exported))
     return future
 

@@ -13,7 +13,6 @@ top-1 (the test split only reports) and pairs each seed's KD test top-1 with tha
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 from pathlib import Path
@@ -30,9 +29,14 @@ def choose_baseline(candidates: dict[str, list[dict[str, float]]]) -> str:
     return max(candidates, key=lambda name: statistics.fmean(run["val_top1"] for run in candidates[name]))
 
 
-def summary_of(work: Path, seed: int, arch_dir: str, protocol: str) -> dict[str, Any] | None:
-    path = work / f"seed{seed}" / arch_dir / f"labels{protocol}" / "distill.json"
-    return json.loads(path.read_text()) if path.is_file() else None
+def summary_of(work: Path, seed: int, arch_dir: str, protocol: str) -> dict[str, Any]:
+    """A finished zoo run with both a KD student and a scratch baseline; {} when the run did not finish."""
+    run_dir = work / f"seed{seed}" / arch_dir / f"labels{protocol}"
+    summary = zoo.read_run_summary(run_dir)
+    if summary and not all(isinstance(summary.get(role), dict) for role in ("student", "baseline")):
+        zoo.fail(f"{run_dir / 'distill.json'}: has no KD student and scratch baseline; pass folders written by "
+                 "bench/zoo.py (bench/zoo_sweep.py runs have no baseline)")
+    return summary
 
 
 def compare(kd_work: Path, scratch_works: dict[str, Path], seeds: int) -> dict[str, Any]:
@@ -92,9 +96,8 @@ def main() -> None:
     works = dict(args.scratch)
     for folder in [args.kd, *works.values()]:
         if not (folder / "seed0").is_dir():
-            print(f"error: {folder} is not a bench/zoo.py work folder (no seed0/); run bench/zoo.py --work "
-                  f"{folder} first", file=sys.stderr)
-            raise SystemExit(2)
+            zoo.fail(f"{folder} is not a bench/zoo.py work folder (no seed0/); run bench/zoo.py --work {folder} "
+                     "first")
     rows = compare(args.kd, works, args.seeds)
     table = markdown(rows, list(works))
     atomic_write_json(args.out, {"kd": str(args.kd), "scratch": {n: str(p) for n, p in works.items()},

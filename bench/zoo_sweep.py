@@ -16,7 +16,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import torch
 
@@ -45,11 +45,6 @@ def overrides_for(args: argparse.Namespace, setting: dict[str, Any]) -> dict[str
     return overrides
 
 
-def fail(message: str) -> NoReturn:
-    print(f"error: {message}", file=sys.stderr)
-    raise SystemExit(2)
-
-
 def teacher_checkpoint(args: argparse.Namespace) -> Path:
     return args.work / f"seed{args.seed}" / "teacher" / "teacher.pt"
 
@@ -59,9 +54,9 @@ def settings_of(text: str) -> list[dict[str, Any]]:
     try:
         grid = json.loads(text)
     except ValueError as exc:
-        fail(f"--grid is not JSON ({exc}); pass a list such as '[{{\"train.lr\": 0.01}}]'")
+        zoo.fail(f"--grid is not JSON ({exc}); pass a list such as '[{{\"train.lr\": 0.01}}]'")
     if not isinstance(grid, list) or not all(isinstance(setting, dict) for setting in grid):
-        fail("--grid must be a JSON list of objects, e.g. '[{\"train.lr\": 0.01}]'")
+        zoo.fail("--grid must be a JSON list of objects, e.g. '[{\"train.lr\": 0.01}]'")
     return grid
 
 
@@ -78,8 +73,8 @@ def main() -> None:
     grid = settings_of(args.grid)
     for needed in (teacher_checkpoint(args), args.work / "data-all"):
         if not needed.exists():
-            fail(f"{needed} is missing; run bench/zoo.py --work {args.work} first (its data and seed-{args.seed} "
-                 "teacher are what the sweep trains against)")
+            zoo.fail(f"{needed} is missing; run bench/zoo.py --work {args.work} first (its data and "
+                     f"seed-{args.seed} teacher are what the sweep trains against)")
     if args.threads:
         torch.set_num_threads(args.threads)
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -89,7 +84,7 @@ def main() -> None:
         try:
             summary = run_distill(load_config(None, overrides_for(args, setting)), run_dir, console=zoo.QUIET)
         except Kd2trtError as exc:
-            fail(f"setting {setting}: {exc}")
+            zoo.fail(f"setting {setting}: {exc}")
         student = summary["student"]
         line = {"arch": args.arch, "seed": args.seed, "labeled_fraction": args.fraction, "setting": setting,
                 "torch_threads": torch.get_num_threads(), "kd_test_top1": student["test_top1"],

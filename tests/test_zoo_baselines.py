@@ -51,10 +51,19 @@ def test_seeds_are_paired_and_a_student_missing_a_run_is_left_out(tmp_path: Path
     assert zoo_baselines.compare(kd, {"strong": strong}, seeds=3) == {}  # seed 2 missing: nothing to pair
 
 
-def test_a_folder_that_is_not_a_zoo_work_folder_is_one_line_and_exit_2(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("record", "says"), [
+    (None, "is not a bench/zoo.py work folder"),
+    ("{not json", "unreadable run record"),
+    (json.dumps({"student": {"test_top1": 90.0, "val_top1": 90.0}}), "has no KD student and scratch baseline"),
+])
+def test_bad_work_folders_are_one_line_and_exit_2(tmp_path: Path, record: str | None, says: str) -> None:
+    if record is not None:  # a zoo_sweep run (no baseline) or a damaged record where a zoo run should be
+        run = tmp_path / "seed0" / "cnn" / "labels0.1"
+        run.mkdir(parents=True)
+        (run / "distill.json").write_text(record)
     result = subprocess.run([sys.executable, str(REPO / "bench" / "zoo_baselines.py"), "--kd", str(tmp_path),
-                             "--scratch", f"x={tmp_path}", "--out", str(tmp_path / "out.json")],
+                             "--scratch", f"x={tmp_path}", "--seeds", "1", "--out", str(tmp_path / "out.json")],
                             cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
-    assert "is not a bench/zoo.py work folder" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert says in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "out.json").exists()
