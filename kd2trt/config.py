@@ -129,6 +129,10 @@ class ModelConfig(_Strict):
     channels: list[int] | None = Field(None, description="cnn only: output channels of each stage")
     blocks: int = Field(1, ge=1, le=8, description="cnn only: conv blocks per stage")
     dropout: float = Field(0.0, ge=0, lt=1)
+    head_init: Literal["auto", "architecture"] = Field(
+        "auto", description="auto: a fresh head initialised more than 2x PyTorch's default scale for its fan-in "
+        "(EfficientNet, MNASNet, timm's MobileNetV3: inits scaled by the class count) is scaled down to it; "
+        "architecture: keep the model's own init")
     feature_tap: str | None = Field(None, description="module path whose output feeds the hint loss, e.g. stages.2")
     weights: Path | None = Field(None, description="state dict or checkpoint to start from")
     train: TrainConfig = Field(default_factory=TrainConfig)

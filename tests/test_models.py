@@ -117,7 +117,7 @@ def test_weights_only_refusal_is_one_line(tmp_path: Path) -> None:
 def test_probe_removes_the_relu_on_the_logits_and_the_spec_rebuilds_that_network(tmp_path: Path) -> None:
     from kd2trt.data import Preprocessing
     from kd2trt.distill.checkpoint import make_checkpoint, model_from_checkpoint, read_checkpoint
-    from kd2trt.models import probe_model
+    from kd2trt.models import ProbeResult, probe_model
 
     torch.manual_seed(0)
     spec = model_spec("squeezenet1_1", 3, 10)
@@ -125,7 +125,7 @@ def test_probe_removes_the_relu_on_the_logits_and_the_spec_rebuilds_that_network
     x = torch.randn(4, 3, 32, 32)
     pre_relu = squeeze.classifier[3](squeeze.classifier[1](squeeze.features(x))).flatten(1)
     assert (pre_relu < 0).any()  # what the ReLU would clip to 0
-    assert probe_model(squeeze, 3, 32, "student", "squeezenet1_1") == ["classifier.2"]
+    assert probe_model(squeeze, 3, 32, "student", "squeezenet1_1").identity_modules == ["classifier.2"]
     assert isinstance(squeeze.classifier[2], nn.Identity)
     assert all(isinstance(m, nn.ReLU) for name, m in squeeze.features.named_modules() if "activation" in name)
     assert torch.allclose(squeeze(x), pre_relu, atol=1e-6)  # the logits, unrectified
@@ -139,7 +139,7 @@ def test_probe_removes_the_relu_on_the_logits_and_the_spec_rebuilds_that_network
     for arch in ("resnet18", "mobilenet_v3_small", "cnn"):  # heads without a rectifier after the last layer
         model = build_model(model_spec(arch, 3, 10, [8, 16] if arch == "cnn" else None))
         state = {k: v.clone() for k, v in model.state_dict().items()}
-        assert probe_model(model, 3, 32, "teacher", arch) == []
+        assert probe_model(model, 3, 32, "teacher", arch) == ProbeResult([])
         assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())
     with pytest.raises(Kd2trtError, match=r"student 'squeezenet1_1' cannot take 16×16 images \(.*\); raise "
                                           r"data\.image_size") as info:
@@ -154,3 +154,42 @@ def test_probe_removes_the_relu_on_the_logits_and_the_spec_rebuilds_that_network
             as caught:
         model_from_checkpoint(read_checkpoint(bad), bad)
     assert "\n" not in str(caught.value)
+
+
+def test_an_init_scaled_by_the_class_count_is_scaled_down_to_the_fan_in_default() -> None:
+    from kd2trt.models import HEAD_SCALE_LIMIT, default_weight_std, fit_head_scale, probe_model
+
+    torch.manual_seed(0)
+    spec = model_spec("efficientnet_b0", 3, 10)
+    model = build_model(spec)
+    reference = build_model(spec)
+    reference.load_state_dict(model.state_dict())
+    head = model.classifier[1]
+    drawn = head.weight.detach().clone()
+    x = torch.randn(16, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    labels = torch.arange(16) % 10
+    before = nn.functional.cross_entropy(reference.train()(x), labels)
+    result = probe_model(model, 3, 32, "student", "efficientnet_b0")
+    assert result.identity_modules == [] and result.head_rescale is not None
+    assert result.head_rescale.path == "classifier.1"
+    assert result.head_rescale.std_before / result.head_rescale.std_after > 10  # U(±1/√10) vs U(±1/√1280)
+    assert float(head.weight.std()) == pytest.approx(default_weight_std(head.weight), rel=1e-4)
+    torch.testing.assert_close(head.weight, drawn * (head.weight[0, 0] / drawn[0, 0]))  # scaled, not redrawn
+    after = nn.functional.cross_entropy(model.train()(x), labels)
+    assert before > 4.0 and after < 2.6  # chance: ln 10 = 2.30
+    message = result.head_rescale.describe("student", "efficientnet_b0")
+    assert "student 'efficientnet_b0': head classifier.1" in message and "student.head_init: architecture" in message
+    # head_init: architecture — the probe leaves the architecture's own init
+    kept = build_model(spec)
+    kept.load_state_dict(reference.state_dict())
+    assert probe_model(kept, 3, 32, "student", "efficientnet_b0", fit_head=False).head_rescale is None
+    assert torch.equal(kept.classifier[1].weight, reference.classifier[1].weight)
+    # the limit: a head below it is left bit-identical, one above it is scaled
+    layer = nn.Linear(256, 10)
+    with torch.no_grad():
+        layer.weight.mul_(0.95 * HEAD_SCALE_LIMIT * default_weight_std(layer.weight) / layer.weight.std())
+    near = layer.weight.detach().clone()
+    assert fit_head_scale(layer, "fc") is None and torch.equal(layer.weight, near)
+    with torch.no_grad():
+        layer.weight.mul_(1.1)
+    assert fit_head_scale(layer, "fc") is not None

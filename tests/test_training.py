@@ -18,11 +18,8 @@ from kd2trt.distill.distributed import DistContext
 from kd2trt.distill.loop import (
     ClipStats,
     Stage,
-    build_optimizer,
-    build_scheduler,
     diagnose,
     fit,
-    lr_factor,
     recompute_batchnorm,
 )
 from kd2trt.layout import RunLayout
@@ -116,20 +113,6 @@ def test_diagnose_names_the_cause() -> None:
     assert kind == "eval_mismatch" and "BatchNorm" in message and "student.train.lr 0.01" in message
     # imbalanced classes: chance is the majority share, not 1/classes
     assert diagnose("s", history([0.7, 0.1], [75.0, 75.0]), 75.0, config)[0][0] == "eval_mismatch"
-
-
-def test_learning_rate_warms_up_then_follows_the_schedule() -> None:
-    factor = lr_factor("cosine", 0.1, 100)
-    assert [round(factor(s), 4) for s in range(3)] == [round(1 / 11, 4), round(2 / 11, 4), round(3 / 11, 4)]
-    assert factor(9) == pytest.approx(10 / 11) and factor(10) == 1.0
-    assert factor(55) == pytest.approx(0.5) and factor(100) == pytest.approx(0.0)
-    assert lr_factor("constant", 0.1, 100)(50) == 1.0
-    assert lr_factor("cosine", 0.0, 100)(0) == 1.0  # warm-up off: the old schedule
-    params = [nn.Parameter(torch.zeros(2, 2))]
-    config = TrainConfig(lr=0.01, warmup=0.05)
-    optimizer = build_optimizer(params, config)
-    build_scheduler(optimizer, config, total_steps=200)
-    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.01 / 11)  # the first step is not a full-size one
 
 
 # ------------------------------------------------------------------------------------------ in-epoch progress

@@ -52,6 +52,7 @@ from torch.utils.data.distributed import DistributedSampler
 from kd2trt.artifacts import atomic_write_json
 from kd2trt.config import TrainConfig
 from kd2trt.distill.distributed import DistContext
+from kd2trt.distill.optim import build_optimizer, build_scheduler
 from kd2trt.distill.sampling import BalancedSampler
 from kd2trt.errors import Kd2trtError
 from kd2trt.evaluation import predict
@@ -204,41 +205,6 @@ def _optimisation(params: list[nn.Parameter], config: TrainConfig, total_steps: 
     """A fresh optimiser, schedule and gradient scaler for `params` at `config.lr`."""
     optimizer = build_optimizer(params, config)
     return optimizer, build_scheduler(optimizer, config, total_steps), torch.amp.GradScaler("cuda", enabled=use_amp)
-
-
-def build_optimizer(params: list[nn.Parameter], config: TrainConfig) -> torch.optim.Optimizer:
-    """Weight decay on weights only, not on biases and norm scales (as torchvision's references do)."""
-    decay = [p for p in params if p.ndim > 1]
-    no_decay = [p for p in params if p.ndim <= 1]
-    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    if config.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.momentum > 0)
-    return torch.optim.AdamW(groups, lr=config.lr)
-
-
-def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, total_steps: int
-                    ) -> torch.optim.lr_scheduler.LRScheduler:
-    """Stepped once per batch so the schedule's shape does not depend on the epoch count.
-
-    Cosine and constant schedules start with a linear warm-up over `config.warmup` of the steps (the first
-    step at 1/(warm-up steps + 1) of the rate); onecycle has its own.
-    """
-    if config.schedule == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=total_steps)
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(config.schedule, config.warmup, total_steps))
-
-
-def lr_factor(schedule: str, warmup: float, total_steps: int) -> Callable[[int], float]:
-    """The learning rate at step `s` as a share of `train.lr`: linear warm-up, then cosine to zero or constant."""
-    warm = min(round(warmup * total_steps), max(0, total_steps - 1))
-
-    def factor(step: int) -> float:
-        if step < warm:
-            return (step + 1) / (warm + 1)
-        if schedule == "constant":
-            return 1.0
-        return 0.5 * (1.0 + math.cos(math.pi * min(step - warm, total_steps - warm) / max(1, total_steps - warm)))
-    return factor
 
 
 def batchnorm_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:

@@ -59,8 +59,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from kd2trt.config import TrainConfig
-from kd2trt.distill.loop import build_optimizer, build_scheduler
 from kd2trt.distill.losses import DistillationLoss
+from kd2trt.distill.optim import build_optimizer, build_scheduler
 from kd2trt.errors import Kd2trtError
 from kd2trt.evaluation import predict
 from kd2trt.metrics import top1

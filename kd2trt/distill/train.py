@@ -169,10 +169,12 @@ class DistillRun:
                           model_config.channels, model_config.blocks, model_config.dropout)
         torch.manual_seed(self.config.seed + {"teacher": 0, "student": 1, "baseline": 1}[role])
         model = build_model(spec).to(self.ctx.device)
-        removed = probe_model(model, spec["in_channels"], self.data.preprocessing.image_size, role,
-                              model_config.arch)
-        if removed:
-            spec["identity_modules"] = removed
+        probe = probe_model(model, spec["in_channels"], self.data.preprocessing.image_size, role,
+                            model_config.arch, fit_head=model_config.head_init == "auto")
+        if probe.identity_modules:
+            spec["identity_modules"] = probe.identity_modules
+        if probe.head_rescale is not None and model_config.weights is None and self.ctx.is_main:
+            self.console.print(probe.head_rescale.describe(role, model_config.arch))
         return model, spec
 
     def _data_record(self) -> dict[str, Any]:
