@@ -42,7 +42,7 @@ def test_no_fused_kernel_means_the_default_loop() -> None:
     assert not fused_kernel_available("AdamW", "cpu", torch.int64)  # integer parameters: no kernel, no crash
     assert not fused_kernel_available("Adadelta", "cpu")  # an optimiser without the keyword
     mixed = [nn.Parameter(torch.zeros(2, 2)), nn.Parameter(torch.zeros(2, dtype=torch.float64))]
-    optimizer = build_optimizer(mixed, TrainConfig(lr=0.01))  # one fused call cannot take two dtypes
+    optimizer = build_optimizer(mixed, TrainConfig(lr=0.01))  # two dtypes: not what the probe checked
     assert not any(group["fused"] for group in optimizer.param_groups)
 
 

@@ -21,6 +21,8 @@ What makes real architectures train with one recipe, none special-cased:
   by about the full learning rate whatever its gradient.
 - logits that are not rectified: a ReLU after the last weighted layer (SqueezeNet's head) is removed when the
   model is built (`kd2trt.models.probe_model`), since it kills the network in the first epochs at any rate.
+- a head initialised at its fan-in's scale: an init scaled by the class count (EfficientNet's U(±1/√classes),
+  10× its ImageNet scale at 10 classes) is scaled down when the model is built (`kd2trt.models.fit_head_scale`).
 - `train.channels_last` (auto: on for the CPU, measured by bench/channels_last.py): the trained modules'
   parameters and each batch's images in the channels_last memory format. Validation and BatchNorm recalibration
   run on those weights (a convolution follows its weight's layout); at the end of the stage the modules are
