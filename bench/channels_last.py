@@ -74,6 +74,18 @@ def _time(fn: Callable[[], None]) -> float:
     return time.perf_counter() - started
 
 
+def time_interleaved(fns: dict[str, Callable[[], None]], repeats: int, warmup: int) -> dict[str, list[float]]:
+    """Seconds of each of `fns` per repetition, run in turn (a, b, a, b, …) so other load hits them alike;
+    the first `warmup` rounds are dropped."""
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for rep in range(warmup + repeats):
+        for name, fn in fns.items():
+            seconds = _time(fn)
+            if rep >= warmup:
+                times[name].append(seconds)
+    return times
+
+
 def measure_pair(arch: str, size: int, batch: int, repeats: int, warmup: int) -> dict[str, Any]:
     """Train-step and eval-forward seconds of one model at one size, in both formats, interleaved."""
     torch.manual_seed(0)
@@ -94,12 +106,7 @@ def measure_pair(arch: str, size: int, batch: int, repeats: int, warmup: int) ->
     out: dict[str, Any] = {"model": arch, "image_size": size, "batch": batch,
                            "eval_max_abs_diff": float((logits["contiguous"] - logits["channels_last"]).abs().max())}
     for mode in ("train_step", "eval_forward"):
-        times: dict[str, list[float]] = {name: [] for name in FORMATS}
-        for rep in range(warmup + repeats):
-            for name in FORMATS:
-                seconds = _time(fns[name][mode])
-                if rep >= warmup:
-                    times[name].append(seconds)
+        times = time_interleaved({name: fns[name][mode] for name in FORMATS}, repeats, warmup)
         stats = {name: {"min_s": min(t), "median_s": statistics.median(t)} for name, t in times.items()}
         out[mode] = {**stats, "speedup_median": stats["contiguous"]["median_s"] / stats["channels_last"]["median_s"],
                      "speedup_min": stats["contiguous"]["min_s"] / stats["channels_last"]["min_s"]}

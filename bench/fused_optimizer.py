@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from channels_last import _cpu, _spec, _time
+from channels_last import _cpu, _spec, time_interleaved
 
 from kd2trt.artifacts import atomic_write_json
 from kd2trt.config import TrainConfig
@@ -36,18 +36,6 @@ from kd2trt.models import build_model
 MODELS = ["mobilenet_v3_small", "mobilenet_v3_large", "mobilenet_v2", "shufflenet_v2_x0_5", "squeezenet1_1",
           "efficientnet_b0", "resnet18", "regnet_x_400mf", "cnn"]
 KERNELS = ("default", "fused")
-
-
-def optimizer_for(params: list[nn.Parameter], config: TrainConfig, kernel: str) -> torch.optim.Optimizer:
-    """kd2trt's own optimiser (its groups and settings), with the fused kernel on or off."""
-    if kernel == "fused":
-        return optim.build_optimizer(params, config)
-    probe = optim.fused_kernel_available
-    optim.fused_kernel_available = lambda *args: False  # type: ignore[assignment]
-    try:
-        return optim.build_optimizer(params, config)
-    finally:
-        optim.fused_kernel_available = probe
 
 
 def measure(arch: str, config: TrainConfig, size: int, batch: int, repeats: int, warmup: int) -> dict[str, Any]:
@@ -60,7 +48,7 @@ def measure(arch: str, config: TrainConfig, size: int, batch: int, repeats: int,
     for kernel in KERNELS:
         model = copy.deepcopy(base).train()
         params = list(model.parameters())
-        optimizer = optimizer_for(params, config, kernel)
+        optimizer = optim.build_optimizer(params, config, fused=None if kernel == "fused" else False)
 
         def whole_step(model: nn.Module = model, optimizer: torch.optim.Optimizer = optimizer,
                        params: list[nn.Parameter] = params) -> None:
@@ -75,12 +63,7 @@ def measure(arch: str, config: TrainConfig, size: int, batch: int, repeats: int,
     out: dict[str, Any] = {"model": arch, "params": sum(p.numel() for p in base.parameters()),
                            "fused_kernel_used": fns["fused"]["fused"]}
     for mode in ("optimizer_step", "train_step"):
-        times: dict[str, list[float]] = {kernel: [] for kernel in KERNELS}
-        for rep in range(warmup + repeats):
-            for kernel in KERNELS:
-                seconds = _time(fns[kernel][mode])
-                if rep >= warmup:
-                    times[kernel].append(seconds)
+        times = time_interleaved({kernel: fns[kernel][mode] for kernel in KERNELS}, repeats, warmup)
         medians = {kernel: statistics.median(t) for kernel, t in times.items()}
         out[mode] = {f"{kernel}_median_s": medians[kernel] for kernel in KERNELS}
         out[mode]["speedup"] = medians["default"] / medians["fused"]

@@ -1,9 +1,10 @@
 """The optimiser and learning-rate schedule of a training stage (train.optimizer, train.lr, train.schedule).
 
 Why the fused kernels: torch's default AdamW and SGD update the parameters one tensor at a time in Python.
-On the CPU, at 1 torch thread, that loop took 100 ms per step for ResNet-18's 11.2 M parameters — a fifth of a
-32 px training step — where torch's fused kernel took 15 ms (bench/fused_optimizer.py,
-bench/results/fused_optimizer.json). The fused kernels exist for CUDA (torch 2.0+ for AdamW) and the CPU (torch
+On the CPU, at 1 torch thread, that loop took 111 ms per step for ResNet-18's 11.2 M parameters — a quarter of
+a 32 px training step — where torch's fused kernel took 35 ms (bench/fused_optimizer.py,
+bench/results/fused_optimizer.json); in the zoo's two 1-thread processes the ResNet-18 teacher's epoch went
+from 21.4 to 11 s. The fused kernels exist for CUDA (torch 2.0+ for AdamW) and the CPU (torch
 2.4+); whether this torch has one for the parameters' device is probed once with a one-element parameter
 rather than read from torch's version, so an older torch or another device falls back to the default loop. The
 update is the same rule; its float rounding differs, as a different thread count's does.
@@ -33,14 +34,20 @@ def fused_kernel_available(optimizer: str, device_type: str, dtype: torch.dtype 
     return True
 
 
-def build_optimizer(params: list[nn.Parameter], config: TrainConfig) -> torch.optim.Optimizer:
-    """Weight decay on weights only, not on biases and norm scales (as torchvision's references do)."""
+def build_optimizer(params: list[nn.Parameter], config: TrainConfig, *, fused: bool | None = None
+                    ) -> torch.optim.Optimizer:
+    """Weight decay on weights only, not on biases and norm scales (as torchvision's references do).
+
+    `fused`: None uses the fused kernel when this torch has one for the parameters' (one) device and dtype;
+    False forces the default per-tensor loop (what bench/fused_optimizer.py compares against).
+    """
     decay = [p for p in params if p.ndim > 1]
     no_decay = [p for p in params if p.ndim <= 1]
     groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     name = "SGD" if config.optimizer == "sgd" else "AdamW"
-    kinds = {(p.device.type, p.dtype) for p in params}
-    fused = len(kinds) == 1 and fused_kernel_available(name, *kinds.pop())
+    if fused is None:
+        kinds = {(p.device.type, p.dtype) for p in params}
+        fused = len(kinds) == 1 and fused_kernel_available(name, *kinds.pop())
     if name == "SGD":
         return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.momentum > 0,
                                fused=fused or None)
