@@ -115,8 +115,8 @@ class TrainConfig(_Strict):
         "trained (MobileNetV3's BN momentum 0.01 leaves them near their init after few steps)")
     amp: bool = Field(True, description="mixed precision on CUDA (ignored on CPU)")
     select_metric: Literal["auto", "top1", "balanced_accuracy"] = Field(
-        "auto", description="validation figure the best epoch is chosen by; auto: balanced_accuracy when "
-        "data.class_weights or data.sampler is balanced, else top1")
+        "auto", description="validation figure the best epoch is chosen by (a tie goes to the lower validation "
+        "loss); auto: balanced_accuracy when data.class_weights or data.sampler is balanced, else top1")
     channels_last: Literal["auto", "on", "off"] = Field(
         "auto", description="train (and recompute BatchNorm statistics) in the channels_last memory format; "
         "auto: on where bench/channels_last.py measured it faster. Checkpoints and ONNX are layout-free")
@@ -128,7 +128,10 @@ class ModelConfig(_Strict):
     arch: str = "cnn"
     channels: list[int] | None = Field(None, description="cnn only: output channels of each stage")
     blocks: int = Field(1, ge=1, le=8, description="cnn only: conv blocks per stage")
-    dropout: float = Field(0.0, ge=0, lt=1)
+    dropout: float | None = Field(
+        None, ge=0, lt=1, description="dropout before the classifier: unset keeps the architecture's own "
+        "(torchvision's and timm's defaults; cnn: none); a value sets it where the architecture has one "
+        "(torchvision's dropout=, timm's drop_rate=)")
     head_init: Literal["auto", "architecture"] = Field(
         "auto", description="auto: a fresh head initialised more than 2x PyTorch's default scale for its fan-in "
         "(EfficientNet, MNASNet, timm's MobileNetV3: inits scaled by the class count) is scaled down to it; "

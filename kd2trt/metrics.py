@@ -11,7 +11,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["IMBALANCE_RATIO", "balanced_accuracy", "class_counts", "is_imbalanced", "per_class_recall", "top1"]
+__all__ = ["IMBALANCE_RATIO", "balanced_accuracy", "class_counts", "cross_entropy", "is_imbalanced",
+           "per_class_recall", "top1"]
 
 #: a split whose largest class has at least this many times the images of its smallest counts as imbalanced:
 #: the console and Markdown tables then show balanced accuracy beside top-1 (JSON always has it)
@@ -43,6 +44,20 @@ def balanced_accuracy(logits: Any, labels: Any) -> float:
     """Mean per-class recall (%) over the classes present in `labels` (sklearn's definition); 0 when empty."""
     present = [r for r in per_class_recall(logits, labels) if r is not None]
     return float(np.mean(present)) if present else 0.0
+
+
+def cross_entropy(logits: Any, labels: Any, balanced: bool = False) -> float:
+    """Mean negative log-likelihood (nats) of the labels under softmax(logits); `balanced`: the mean over the
+    classes present of each class's mean, the loss counterpart of balanced accuracy. 0 when empty."""
+    logits, labels = np.asarray(logits, dtype=np.float64), np.asarray(labels, dtype=np.int64)
+    if len(labels) == 0:
+        return 0.0
+    peak = logits.max(axis=1, keepdims=True)
+    log_norm = peak[:, 0] + np.log(np.exp(logits - peak).sum(axis=1))
+    nll = log_norm - logits[np.arange(len(labels)), labels]
+    if not balanced:
+        return float(nll.mean())
+    return float(np.mean([nll[labels == c].mean() for c in np.unique(labels)]))
 
 
 def class_counts(labels: Any, num_classes: int) -> list[int]:

@@ -65,16 +65,21 @@ class SmallCNN(nn.Module):
 def _registry_model(spec: dict[str, Any]) -> nn.Module:
     arch = spec["arch"]
     in_channels, num_classes = int(spec["in_channels"]), int(spec["num_classes"])
+    dropout = spec.get("dropout")
     if arch == "cnn":
         return SmallCNN(in_channels, num_classes, list(spec["channels"]), int(spec.get("blocks", 1)),
-                        float(spec.get("dropout", 0.0)))
+                        float(dropout or 0.0))
     if arch.startswith("timm:"):
         try:
             import timm
         except ImportError:
             raise Kd2trtError(f"model {arch!r} needs timm: pip install timm") from None
+        extra = {} if dropout is None else {"drop_rate": float(dropout)}
         try:
-            return timm.create_model(arch[5:], pretrained=False, num_classes=num_classes, in_chans=in_channels)
+            return timm.create_model(arch[5:], pretrained=False, num_classes=num_classes, in_chans=in_channels,
+                                     **extra)
+        except TypeError as exc:
+            raise _no_dropout(arch, exc) from None
         except RuntimeError as exc:
             raise Kd2trtError(f"model {arch!r}: {exc}") from None
     import torchvision.models as tvm
@@ -84,10 +89,20 @@ def _registry_model(spec: dict[str, Any]) -> nn.Module:
             f"model {arch!r} is not known: use cnn, a torchvision classification model "
             "(resnet18, mobilenet_v3_small, …) or timm:NAME"
         )
-    model = tvm.get_model(arch, weights=None, num_classes=num_classes)
+    extra = {} if dropout is None else {"dropout": float(dropout)}
+    try:
+        model = tvm.get_model(arch, weights=None, num_classes=num_classes, **extra)
+    except TypeError as exc:
+        raise _no_dropout(arch, exc) from None
     if in_channels != 3:
         _replace_first_conv(model, in_channels)
     return model
+
+
+def _no_dropout(arch: str, exc: TypeError) -> Kd2trtError:
+    """The builder refused a keyword: the architecture has no classifier dropout to set (ResNet, RegNet, …)."""
+    return Kd2trtError(f"model {arch!r} has no classifier dropout to set ({exc}); leave its dropout unset "
+                       "(null) for this architecture")
 
 
 def build_model(spec: dict[str, Any]) -> nn.Module:
@@ -102,13 +117,19 @@ def build_model(spec: dict[str, Any]) -> nn.Module:
 
 
 def model_spec(arch: str, in_channels: int, num_classes: int, channels: list[int] | None = None,
-               blocks: int = 1, dropout: float = 0.0) -> dict[str, Any]:
-    """The checkpoint-stored description of a model (plain types only, for `weights_only` loading)."""
+               blocks: int = 1, dropout: float | None = None) -> dict[str, Any]:
+    """The checkpoint-stored description of a model (plain types only, for `weights_only` loading).
+
+    `dropout` None is the architecture's own rate (none for `cnn`) and is left out of the spec, so a spec
+    written before the knob applied to every architecture still names the same model.
+    """
     spec: dict[str, Any] = {"arch": arch, "in_channels": in_channels, "num_classes": num_classes}
     if arch == "cnn":
         if not channels:
             raise Kd2trtError("arch 'cnn' needs channels, e.g. channels: [8, 16, 32]")
-        spec.update(channels=list(channels), blocks=blocks, dropout=dropout)
+        spec.update(channels=list(channels), blocks=blocks, dropout=float(dropout or 0.0))
+    elif dropout is not None:
+        spec["dropout"] = float(dropout)
     return spec
 
 

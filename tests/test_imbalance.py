@@ -29,7 +29,7 @@ from kd2trt.distill.sampling import BalancedSampler, balanced_class_weights, bal
 from kd2trt.distill.train import run_distill
 from kd2trt.errors import Kd2trtError
 from kd2trt.layout import RunLayout
-from kd2trt.metrics import balanced_accuracy, class_counts, is_imbalanced, per_class_recall
+from kd2trt.metrics import balanced_accuracy, class_counts, cross_entropy, is_imbalanced, per_class_recall
 from tests.conftest import interrupt_after_writing, tiny_overrides
 
 CPU = DistContext(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
@@ -52,6 +52,18 @@ def test_balanced_accuracy_is_sklearns_and_recall_marks_absent_classes() -> None
     assert balanced_accuracy(majority, np.array([0, 0, 0, 1])) == 50.0
     assert class_counts([0, 0, 0, 1], 3) == [3, 1, 0]
     assert is_imbalanced([0, 0, 0, 1], 2) and not is_imbalanced([0, 1, 0, 1, 2, 2], 3)
+
+
+def test_cross_entropy_is_torchs_and_its_balanced_form_averages_the_classes() -> None:
+    rng = np.random.default_rng(1)
+    labels = rng.choice(3, size=60, p=[0.7, 0.2, 0.1])
+    logits = rng.normal(size=(60, 3)) * 4.0 + 50.0  # large logits: the log-sum-exp must be the stable one
+    t_logits, t_labels = torch.from_numpy(logits), torch.from_numpy(labels)
+    assert cross_entropy(logits, labels) == pytest.approx(nn.functional.cross_entropy(t_logits, t_labels).item())
+    per_class = [nn.functional.cross_entropy(t_logits[t_labels == c], t_labels[t_labels == c]).item()
+                 for c in range(3)]
+    assert cross_entropy(t_logits, t_labels, balanced=True) == pytest.approx(np.mean(per_class))
+    assert cross_entropy(np.zeros((0, 3)), np.zeros(0)) == 0.0
 
 
 def test_class_weights_are_sklearns_balanced_and_weight_both_terms() -> None:
@@ -138,34 +150,63 @@ def test_fit_draws_balanced_batches_with_sample_weights(tmp_path: Path) -> None:
     assert 0.4 < np.mean(np.array(seen["balanced"]) == 0) < 0.6
 
 
+class _ScriptedByEpoch(nn.Module):
+    """Logits scripted per epoch, `logits_of(epoch, item indices)`; one batch per epoch (`_next_epoch`) moves it on.
+    The four validation images carry their index as their only pixel."""
+
+    def __init__(self, logits_of) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(1))
+        self.epoch = 0
+        self.logits_of = logits_of
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.logits_of(self.epoch, images.flatten().long()) + self.weight * 0.0
+
+
+def _next_epoch(module, batch):
+    module.epoch += 1  # one batch per epoch
+    return module(batch[0]).sum() * 0.0, {}
+
+
+SCRIPTED_VAL = [(torch.full((1, 1, 1), float(i)), label, i) for i, label in enumerate([0, 0, 0, 1])]
+
+
 def test_best_epoch_is_chosen_by_the_selection_metric(tmp_path: Path) -> None:
     """Epoch 1 answers the majority class (75 % top-1, 50 % balanced); epoch 2 finds the minority at a cost
     (50 % top-1, 66.7 % balanced). top1 keeps epoch 1, balanced_accuracy epoch 2."""
-    val = [(torch.full((1, 1, 1), float(i)), label, i) for i, label in enumerate([0, 0, 0, 1])]
     answers = {1: torch.tensor([0, 0, 0, 0]), 2: torch.tensor([0, 1, 1, 1])}
 
-    class Lookup(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.weight = nn.Parameter(torch.zeros(1))
-            self.epoch = 0
-
-        def forward(self, images: torch.Tensor) -> torch.Tensor:
-            chosen = answers.get(self.epoch, answers[1])[images.flatten().long()]
-            return nn.functional.one_hot(chosen, 2).float() * 5.0 + self.weight * 0.0
-
-    def step(module, batch):
-        module.epoch += 1  # one batch per epoch
-        return module(batch[0]).sum() * 0.0, {}
+    def logits_of(epoch: int, index: torch.Tensor) -> torch.Tensor:
+        return nn.functional.one_hot(answers.get(epoch, answers[1])[index], 2).float() * 5.0
 
     config = TrainConfig(epochs=2, bn_recalibration_images=0)
     for metric, best in (("top1", 1), ("balanced_accuracy", 2)):
         out = io.StringIO()
-        result = _fit(tmp_path / metric, Lookup(), val, val, config, Console(file=out, width=200), step,
-                      select_metric=metric)
+        result = _fit(tmp_path / metric, _ScriptedByEpoch(logits_of), SCRIPTED_VAL, SCRIPTED_VAL, config,
+                      Console(file=out, width=200), _next_epoch, select_metric=metric)
         assert result.best_epoch == best, metric
         assert [h["val_balanced_accuracy"] for h in result.history] == pytest.approx([50.0, 200 / 3])
         assert ("bal. acc" in out.getvalue()) == (metric == "balanced_accuracy")
+
+
+def test_a_tie_on_the_selection_metric_goes_to_the_lower_validation_loss(tmp_path: Path) -> None:
+    """Three epochs answer every validation image right (the same top-1 and balanced accuracy) at logit scales
+    1, 4 and 2: epoch 2 is the most confidently right, the lowest loss, and is kept — not the first of the tied
+    epochs (the rule before the tie-break) nor the last."""
+    scales = {1: 1.0, 2: 4.0, 3: 2.0}
+
+    def logits_of(epoch: int, index: torch.Tensor) -> torch.Tensor:
+        return nn.functional.one_hot(torch.tensor([0, 0, 0, 1])[index], 2).float() * scales[epoch]
+
+    config = TrainConfig(epochs=3, bn_recalibration_images=0)
+    for metric in ("top1", "balanced_accuracy"):
+        result = _fit(tmp_path / metric, _ScriptedByEpoch(logits_of), SCRIPTED_VAL, SCRIPTED_VAL, config,
+                      Console(file=io.StringIO()), _next_epoch, select_metric=metric)
+        assert [h[f"val_{metric}"] for h in result.history] == [100.0] * 3
+        losses = [h["val_loss"] for h in result.history]
+        assert losses[1] < losses[2] < losses[0]
+        assert result.best_epoch == 2, metric
 
 
 # ------------------------------------------------------------------------------------------------ end to end

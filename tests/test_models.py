@@ -193,3 +193,29 @@ def test_an_init_scaled_by_the_class_count_is_scaled_down_to_the_fan_in_default(
     with torch.no_grad():
         layer.weight.mul_(1.1)
     assert fit_head_scale(layer, "fc") is not None
+
+
+def _dropout_rates(model: nn.Module) -> list[float]:
+    return [module.p for module in model.modules() if isinstance(module, nn.Dropout)]
+
+
+def test_dropout_sets_the_architectures_own_classifier_dropout_and_unset_keeps_it() -> None:
+    """`dropout` reaches torchvision's builders (SqueezeNet's 0.5 before its final conv, MobileNetV3's 0.2), and
+    unset it is left out of the spec: a checkpoint written before the knob rebuilds the same network."""
+    assert _dropout_rates(build_model(model_spec("squeezenet1_1", 3, 10))) == [0.5]
+    assert "dropout" not in model_spec("squeezenet1_1", 3, 10)
+    assert _dropout_rates(build_model(model_spec("squeezenet1_1", 3, 10, dropout=0.0))) == [0.0]
+    assert _dropout_rates(build_model(model_spec("mobilenet_v3_small", 3, 10, dropout=0.1))) == [0.1]
+    assert _dropout_rates(build_model(model_spec("cnn", 1, 10, [8], dropout=None))) == [0.0]
+    assert _dropout_rates(build_model(model_spec("cnn", 1, 10, [8], dropout=0.3))) == [0.3]
+
+
+def test_dropout_on_an_architecture_without_one_is_a_one_line_error() -> None:
+    with pytest.raises(Kd2trtError, match="'resnet18' has no classifier dropout to set") as caught:
+        build_model(model_spec("resnet18", 3, 10, dropout=0.1))
+    assert "\n" not in str(caught.value)
+
+
+def test_dropout_reaches_timm_as_its_drop_rate() -> None:
+    pytest.importorskip("timm", reason="timm is an optional extra (pip install -e '.[timm]')")
+    assert build_model(model_spec("timm:mobilenetv3_small_050", 3, 10, dropout=0.1)).drop_rate == 0.1

@@ -46,3 +46,21 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, grid: str, work: str, 
     assert result.returncode == 2
     assert says in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "sweep.jsonl").exists()
+
+
+def test_the_torchvision_recipe_is_the_zoos_recipe() -> None:
+    """pipeline/torchvision.yaml quotes the zoo's figures as its own: it must be bench/zoo.py's recipe for its
+    student, label-scarce protocol, every section but the run's name, data folder and device."""
+    from kd2trt.config import load_config
+
+    shipped = load_config(REPO / "pipeline" / "torchvision.yaml").model_dump()
+    recipe_args = zoo.build_parser().parse_args([])
+    overrides = {**zoo.recipe(recipe_args, Path("data/zoo"), seed=0), **zoo.student_overrides("mobilenet_v3_small"),
+                 "data.labeled_fraction": 0.1}
+    measured = load_config(None, overrides).model_dump()
+    for dumped in (shipped, measured):
+        for key in ("name", "device"):
+            dumped.pop(key)
+        dumped["data"].pop("spec")
+        dumped.pop("export"), dumped.pop("bench")  # the zoo exports with its own request and has no bench
+    assert shipped == measured
