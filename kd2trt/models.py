@@ -79,6 +79,8 @@ def _registry_model(spec: dict[str, Any]) -> nn.Module:
             return timm.create_model(arch[5:], pretrained=False, num_classes=num_classes, in_chans=in_channels,
                                      **extra)
         except TypeError as exc:
+            if not extra:
+                raise
             raise _no_dropout(arch, exc) from None
         except RuntimeError as exc:
             raise Kd2trtError(f"model {arch!r}: {exc}") from None
@@ -93,6 +95,8 @@ def _registry_model(spec: dict[str, Any]) -> nn.Module:
     try:
         model = tvm.get_model(arch, weights=None, num_classes=num_classes, **extra)
     except TypeError as exc:
+        if not extra:
+            raise
         raise _no_dropout(arch, exc) from None
     if in_channels != 3:
         _replace_first_conv(model, in_channels)
