@@ -12,8 +12,9 @@ cleanly, which is what a student headed for a Jetson should be made of.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -74,14 +75,10 @@ def _registry_model(spec: dict[str, Any]) -> nn.Module:
             import timm
         except ImportError:
             raise Kd2trtError(f"model {arch!r} needs timm: pip install timm") from None
-        extra = {} if dropout is None else {"drop_rate": float(dropout)}
         try:
-            return timm.create_model(arch[5:], pretrained=False, num_classes=num_classes, in_chans=in_channels,
-                                     **extra)
-        except TypeError as exc:
-            if not extra:
-                raise
-            raise _no_dropout(arch, exc) from None
+            return _with_dropout(arch, functools.partial(timm.create_model, arch[5:], pretrained=False,
+                                                         num_classes=num_classes, in_chans=in_channels),
+                                 "drop_rate", dropout)
         except RuntimeError as exc:
             raise Kd2trtError(f"model {arch!r}: {exc}") from None
     import torchvision.models as tvm
@@ -91,22 +88,24 @@ def _registry_model(spec: dict[str, Any]) -> nn.Module:
             f"model {arch!r} is not known: use cnn, a torchvision classification model "
             "(resnet18, mobilenet_v3_small, …) or timm:NAME"
         )
-    extra = {} if dropout is None else {"dropout": float(dropout)}
-    try:
-        model = tvm.get_model(arch, weights=None, num_classes=num_classes, **extra)
-    except TypeError as exc:
-        if not extra:
-            raise
-        raise _no_dropout(arch, exc) from None
+    model = _with_dropout(arch, functools.partial(tvm.get_model, arch, weights=None, num_classes=num_classes),
+                          "dropout", dropout)
     if in_channels != 3:
         _replace_first_conv(model, in_channels)
     return model
 
 
-def _no_dropout(arch: str, exc: TypeError) -> Kd2trtError:
-    """The builder refused a keyword: the architecture has no classifier dropout to set (ResNet, RegNet, …)."""
-    return Kd2trtError(f"model {arch!r} has no classifier dropout to set ({exc}); leave its dropout unset "
-                       "(null) for this architecture")
+def _with_dropout(arch: str, build: Callable[..., nn.Module], keyword: str, dropout: float | None) -> nn.Module:
+    """`build()`, with `dropout` passed as the builder's `keyword` when it is set. A builder that refuses the
+    keyword is an architecture without a classifier dropout to set (ResNet, RegNet, …): a one-line error; with
+    nothing passed, any TypeError is the builder's own and propagates as it is."""
+    if dropout is None:
+        return build()
+    try:
+        return build(**{keyword: float(dropout)})
+    except TypeError as exc:
+        raise Kd2trtError(f"model {arch!r} has no classifier dropout to set ({exc}); leave dropout unset (null) "
+                          "for this architecture") from None
 
 
 def build_model(spec: dict[str, Any]) -> nn.Module:

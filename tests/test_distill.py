@@ -145,6 +145,8 @@ def test_missing_feature_tap_fails_before_training(tmp_path: Path) -> None:
     (["--teacher-weights", "{tmp}/corrupt.pt"], r"corrupt\.pt: not a readable PyTorch checkpoint"),
     (["--set", "distill.temprature=3"], r"distill\.temprature: unknown key"),
     (["{tmp}/missing.yaml"], r"missing\.yaml: recipe not found"),
+    (["--set", "teacher.arch=resnet18", "--set", "teacher.channels=null", "--set", "teacher.dropout=0.1"],
+     r"teacher: model 'resnet18' has no classifier dropout to set .*leave dropout unset \(null\)"),
 ])
 def test_cli_bad_input_is_one_line_and_exit_2(tmp_path: Path, args: list[str], message: str) -> None:
     from typer.testing import CliRunner

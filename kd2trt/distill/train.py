@@ -168,7 +168,11 @@ class DistillRun:
         spec = model_spec(model_config.arch, self.data.preprocessing.channels, self.data.num_classes,
                           model_config.channels, model_config.blocks, model_config.dropout)
         torch.manual_seed(self.config.seed + {"teacher": 0, "student": 1, "baseline": 1}[role])
-        model = build_model(spec).to(self.ctx.device)
+        try:
+            model = build_model(spec).to(self.ctx.device)
+        except Kd2trtError as exc:  # e.g. a dropout on an architecture without one: say which section set it
+            section = "student" if role == "baseline" else role
+            raise Kd2trtError(f"{section}: {exc}") from None
         probe = probe_model(model, spec["in_channels"], self.data.preprocessing.image_size, role,
                             model_config.arch, fit_head=model_config.head_init == "auto")
         if probe.identity_modules:
