@@ -64,13 +64,14 @@ def mean_sd(values: list[float]) -> dict[str, Any]:
 def recipe(args: argparse.Namespace, data_root: Path, seed: int) -> dict[str, Any]:
     """The overrides every run shares: the zoo data, a ResNet-18 teacher, one student recipe."""
     train = {"optimizer": "adamw", "lr": args.lr, "weight_decay": 5e-4, "schedule": "cosine",
-             "warmup": args.warmup, "epochs": args.epochs, "grad_clip": args.grad_clip or None}
+             "warmup": args.warmup, "epochs": args.epochs, "grad_clip": args.grad_clip or None, "ema": args.ema}
     return {
         "name": "zoo", "seed": seed, "device": args.device,
         "data.spec": f"imagefolder:{data_root}", "data.image_size": args.image_size, "data.channels": 3,
         "data.batch_size": args.batch_size, "data.augment": False,
         "teacher.arch": "resnet18", "teacher.channels": None, "teacher.feature_tap": None,
-        "teacher.train": {**train, "lr": args.teacher_lr, "epochs": args.teacher_epochs, "grad_clip": None},
+        "teacher.train": {**train, "lr": args.teacher_lr, "epochs": args.teacher_epochs, "grad_clip": None,
+                          "ema": None},
         "student.feature_tap": None, "student.train": train,
         "distill.temperature": 4.0, "distill.alpha": 0.9, "distill.beta": 0.0,
     }
@@ -256,6 +257,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="students' gradient-norm clip (train.grad_clip); 0 turns it off")
     parser.add_argument("--teacher-lr", type=float, default=2e-3)
     parser.add_argument("--warmup", type=float, default=0.1, help="share of the steps with a linear warm-up")
+    parser.add_argument("--ema", type=float, default=None,
+                        help="students' weight average over this share of the steps (train.ema); default off")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--protocols", default="0.1,1.0", help="labeled fractions for the student")
     parser.add_argument("--device", default="cpu", help="cpu | cuda | auto")
@@ -321,7 +324,7 @@ def main() -> None:
         row: dict[str, Any] = {"protocols": {}, "warnings": []}
         epoch_seconds: list[float] = []
         for fraction in protocols:
-            kd, scratch = [], []
+            kd, scratch, kd_val, scratch_val = [], [], [], []
             for seed in range(args.seeds):
                 summary, exported = runs[arch, fraction, seed].result()
                 if not summary:
@@ -332,6 +335,8 @@ def main() -> None:
                     row["export"] = exported
                 kd.append(summary["student"]["test_top1"])
                 scratch.append(summary["baseline"]["test_top1"])
+                kd_val.append(summary["student"]["val_top1"])
+                scratch_val.append(summary["baseline"]["val_top1"])
                 epoch_seconds += [summary["student"]["train_seconds_per_epoch"],
                                   summary["baseline"]["train_seconds_per_epoch"]]
                 row["params"] = summary["student"]["params"]
@@ -344,7 +349,8 @@ def main() -> None:
                 continue
             row["protocols"][fraction] = {
                 "kd": mean_sd(kd), "scratch": mean_sd(scratch),
-                "kd_gain": mean_sd([a - b for a, b in zip(kd, scratch, strict=True)])}
+                "kd_gain": mean_sd([a - b for a, b in zip(kd, scratch, strict=True)]),
+                "kd_val": mean_sd(kd_val), "scratch_val": mean_sd(scratch_val)}  # what a recipe is chosen on
         if not epoch_seconds:  # --collect: no finished run of this student
             continue
         row["seconds_per_epoch"] = statistics.fmean(epoch_seconds)
@@ -363,6 +369,7 @@ def main() -> None:
                                               if k not in ("work", "out", "no_export")),
         "image_size": args.image_size, "per_class": args.per_class, "epochs": args.epochs,
         "teacher_epochs": args.teacher_epochs, "seeds": args.seeds, "lr": args.lr, "warmup": args.warmup,
+        "ema": args.ema,
         "protocols": protocols, "train_images": train_images,
         "teacher_test_top1": mean_sd([t[1] for t in teachers.values()]),
         "teacher_seconds_per_epoch": statistics.fmean(t[2] for t in teachers.values()),

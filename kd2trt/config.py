@@ -113,6 +113,10 @@ class TrainConfig(_Strict):
         512, ge=0, description="before each validation, BatchNorm running statistics are recomputed as exact "
         "averages over this many training images (0: off), so the evaluated and checkpointed model is the one "
         "trained (MobileNetV3's BN momentum 0.01 leaves them near their init after few steps)")
+    ema: float | None = Field(
+        None, gt=0, le=1, description="validate, select and save an exponential moving average of the weights "
+        "instead of the last step's, spanning this share of the stage's optimiser steps (its time constant: "
+        "decay 1 - 1/(ema * steps)); null: off")
     amp: bool = Field(True, description="mixed precision on CUDA (ignored on CPU)")
     select_metric: Literal["auto", "top1", "balanced_accuracy"] = Field(
         "auto", description="validation figure the best epoch is chosen by (a tie goes to the lower validation "

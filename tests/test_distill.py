@@ -214,7 +214,8 @@ def test_torchrun_two_cpu_processes(tmp_path: Path) -> None:
 def test_resume_under_torchrun_is_bit_identical(tmp_path: Path) -> None:
     """kill -9 of a 2-process torchrun mid-distillation, then --resume: the same student as a run that never
     stopped, tensor for tensor (as single-process resume is)."""
-    flags = _set_flags(tiny_overrides(**{"distill.baseline": False, "student.train.epochs": 20}))
+    flags = _set_flags(tiny_overrides(**{"distill.baseline": False, "student.train.epochs": 20,
+                                         "student.train.ema": 0.2}))  # the weight average resumes too
     env = {**os.environ, "PYTHONPATH": child_pythonpath(), "OMP_NUM_THREADS": "1"}
 
     def torchrun(out: Path, *extra: str) -> list[str]:
@@ -245,7 +246,8 @@ def test_resume_under_torchrun_is_bit_identical(tmp_path: Path) -> None:
 
 def test_ddp_ranks_end_every_stage_with_the_same_model(tmp_path: Path) -> None:
     """BatchNorm statistics and the best-epoch choice used to differ between ranks (12 of 38 teacher entries)."""
-    overrides = tiny_overrides(**{"teacher.train.epochs": 3, "student.train.epochs": 3})
+    # the teacher validates a weight average, whose BatchNorm statistics rank 0 recomputes and broadcasts too
+    overrides = tiny_overrides(**{"teacher.train.epochs": 3, "student.train.epochs": 3, "teacher.train.ema": 0.3})
     result = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
          str(REPO / "tests" / "ddp_ranks.py"), str(tmp_path), json.dumps(overrides)],

@@ -15,6 +15,7 @@ from torch.utils.data import Dataset
 from kd2trt.config import DataConfig, TrainConfig
 from kd2trt.data import load_data
 from kd2trt.distill.distributed import DistContext
+from kd2trt.distill.ema import WeightAverage, ema_decay
 from kd2trt.distill.loop import (
     ClipStats,
     Stage,
@@ -259,13 +260,14 @@ def test_a_stalled_start_restarts_from_the_initial_weights_at_a_third_of_the_rat
                 Console(file=io.StringIO())).restarts == []
 
 
+@pytest.mark.parametrize("ema", [None, 0.3])  # the weight average is part of the resume state
 @pytest.mark.parametrize("killed_after_writes", [1, 3])  # before the restart / in the restarted attempt
 def test_a_run_killed_before_or_after_a_restart_resumes_bit_identically(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, killed_after_writes: int) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, killed_after_writes: int, ema: float | None) -> None:
     from kd2trt.distill import loop
 
     data = load_data(DataConfig())
-    config = TrainConfig(epochs=4, lr=0.01, warmup=0.0, bn_recalibration_images=0, stall_restarts=1)
+    config = TrainConfig(epochs=4, lr=0.01, warmup=0.0, bn_recalibration_images=0, stall_restarts=1, ema=ema)
 
     def run(out: Path, resume: bool):
         torch.manual_seed(0)
@@ -357,3 +359,84 @@ def test_a_clipped_stage_records_its_gradient_norms_per_epoch(tmp_path: Path) ->
         if clip is not None:
             assert all(h["grad_norm"] > 0 for h in history)
     assert fractions == {1e-6: [1.0, 1.0], 1e6: [0.0, 0.0], None: [None, None]}
+
+
+# ------------------------------------------------------------------------------------------- weight average
+def test_the_weight_average_spans_its_share_of_the_steps_and_starts_from_the_first_weights() -> None:
+    """A weight that takes the values 0, 1, 2, … : the average is a copy of the first, then a lerp at the capped
+    decay min(d, (1 + n) / (10 + n)), d = 1 - 1 / (share · steps); integer buffers go along."""
+    assert ema_decay(0.1, 100) == pytest.approx(0.9) and ema_decay(0.001, 100) == 0.0
+    model = nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2))
+    average = WeightAverage(model, 0.1, 300)  # decay 1 - 1/30
+    expected = None
+    for t in range(60):
+        with torch.no_grad():
+            model[0].weight.fill_(float(t))
+        average.update(model)
+        expected = float(t) if expected is None else \
+            min(1 - 1 / 30, (1 + t) / (10 + t)) * expected + (1 - min(1 - 1 / 30, (1 + t) / (10 + t))) * t
+        assert average.module[0].weight[0, 0].item() == pytest.approx(expected, rel=1e-5), t
+    assert 40 < expected < 59  # it lags the last weight, and is not held at the first
+    state = average.state_dict()
+    again = WeightAverage(model, 0.1, 300)
+    again.load_state_dict(state)  # a resumed stage: the next update weighs as it would have
+    with torch.no_grad():
+        model[0].weight.fill_(100.0)
+    average.update(model)
+    again.update(model)
+    assert torch.equal(again.module[0].weight, average.module[0].weight)
+    assert average.module[0].weight[0, 0].item() == pytest.approx(expected + (100 - expected) * (1 - 61 / 70))
+
+
+def _recording_fit(tmp_path: Path, config: TrainConfig, seen: list[dict[str, torch.Tensor]]):
+    """A one-epoch stage of a net without BatchNorm; the step records the weights it is called with."""
+    data = load_data(DataConfig(image_size=8))
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 10))
+
+    def step(module, batch):
+        seen.append({k: v.detach().clone() for k, v in module.state_dict().items()})
+        images, labels, _ = batch
+        return nn.functional.cross_entropy(module(images), labels), {}
+
+    stage = Stage("student", config, net, net, data.train, step, lambda m, _: {"state": m.state_dict()}, "h")
+    result = fit(stage, data.val, CPU, RunLayout(tmp_path), seed=0, batch_size=64, num_workers=0, resume=False,
+                 console=Console(file=io.StringIO()))
+    return result, net
+
+
+def test_a_stage_with_ema_validates_and_saves_the_average_of_its_steps(tmp_path: Path) -> None:
+    """The average changes nothing in training (the same steps, the same weights); the model a one-epoch stage
+    ends with, its checkpoint and its validation figure are those of the average of the weights after each step."""
+    raw_seen: list[dict[str, torch.Tensor]] = []
+    ema_seen: list[dict[str, torch.Tensor]] = []
+    config = TrainConfig(epochs=1, lr=0.01, bn_recalibration_images=0, stall_restarts=0)
+    raw, raw_net = _recording_fit(tmp_path / "raw", config, raw_seen)
+    averaged, ema_net = _recording_fit(tmp_path / "ema", config.model_copy(update={"ema": 0.2}), ema_seen)
+    assert len(raw_seen) == len(ema_seen) > 10
+    assert all(torch.equal(a[k], b[k]) for a, b in zip(raw_seen, ema_seen, strict=True) for k in a)
+    after_each_step = [*raw_seen[1:], raw_net.state_dict()]  # one epoch: the raw stage ends at its last step
+    decay = ema_decay(0.2, len(after_each_step))
+    expected = {k: v.clone() for k, v in after_each_step[0].items()}
+    for n, weights in enumerate(after_each_step[1:], start=1):
+        d = min(decay, (1 + n) / (10 + n))
+        for k in expected:
+            expected[k] = d * expected[k] + (1 - d) * weights[k]
+    final = ema_net.state_dict()
+    assert all(torch.allclose(final[k], expected[k], atol=1e-6) for k in expected)
+    assert not all(torch.allclose(final[k], after_each_step[-1][k], atol=1e-4) for k in expected)
+    saved = torch.load(RunLayout(tmp_path / "ema").checkpoint("student"), weights_only=True)["state"]
+    assert all(torch.equal(saved[k], final[k]) for k in final)
+    assert averaged.history[0]["val_top1"] != raw.history[0]["val_top1"] or \
+        averaged.history[0]["val_loss"] != raw.history[0]["val_loss"]
+
+
+def test_the_average_gets_its_own_recomputed_batchnorm_statistics(tmp_path: Path) -> None:
+    """BN momentum 0.001: the average's running statistics (an average of near-init ones) describe nothing; it
+    validates well only because they are recomputed on it before the validation (one epoch: later ones would
+    also fold in the raw weights' recomputed statistics). Measured: 65 % with, 10.3 % (chance) without."""
+    data = load_data(DataConfig(image_size=8))
+    torch.manual_seed(0)
+    config = TrainConfig(epochs=1, lr=0.01, bn_recalibration_images=512, ema=0.1)
+    result = _fit(tmp_path, slow_bn_net(), Shifted(data.train), Shifted(data.val), config, Console(file=io.StringIO()))
+    assert result.best_val_top1 > 40.0

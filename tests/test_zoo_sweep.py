@@ -65,3 +65,13 @@ def test_the_torchvision_recipe_is_the_zoos_recipe() -> None:
         dumped.pop("export")  # the zoo exports with its own request
         dumped.pop("bench")  # and benches nothing
     assert shipped == measured
+
+
+def test_the_zoos_ema_option_averages_the_students_weights_only() -> None:
+    """`bench/zoo.py --ema` is a student knob: the teacher (shared by every student of a seed) stays as it was."""
+    from kd2trt.config import load_config
+
+    for argv, expected in (([], None), (["--ema", "0.1"], 0.1)):
+        overrides = zoo.recipe(zoo.build_parser().parse_args(argv), Path("data/zoo"), seed=0)
+        config = load_config(None, {**overrides, **zoo.student_overrides("cnn")})
+        assert config.student.train.ema == expected and config.teacher.train.ema is None

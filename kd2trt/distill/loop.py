@@ -27,6 +27,9 @@ What makes real architectures train with one recipe, none special-cased:
   parameters and each batch's images in the channels_last memory format. Validation and BatchNorm recalibration
   run on those weights (a convolution follows its weight's layout); at the end of the stage the modules are
   back in NCHW, and every saved state dict is contiguous, so checkpoints, export and bench see no difference.
+- `train.ema` (off by default): an exponential moving average of the weights (`kd2trt.distill.ema`) is what is
+  validated, selected, checkpointed and handed on, its BatchNorm statistics recomputed like the raw weights'; it is
+  part of the resume state, and a stalled start's restart begins a new one.
 - no silent failure: when validation top-1 stayed at chance through the stage while the training loss fell, or
   the loss did not move, the loop prints a warning at the end of the stage naming the likely cause and records
   it in the stage's result (a start that stalls is restarted earlier: `stalled`, `train.stall_restarts`).
@@ -54,6 +57,7 @@ from torch.utils.data.distributed import DistributedSampler
 from kd2trt.artifacts import atomic_write_json
 from kd2trt.config import TrainConfig
 from kd2trt.distill.distributed import DistContext
+from kd2trt.distill.ema import WeightAverage
 from kd2trt.distill.optim import build_optimizer, build_scheduler
 from kd2trt.distill.sampling import BalancedSampler
 from kd2trt.errors import Kd2trtError
@@ -388,6 +392,8 @@ def fit(stage: Stage, val_set: Dataset, ctx: DistContext, layout: RunLayout, *, 
     use_amp = config.amp and ctx.device.type == "cuda"
     optimizer, scheduler, scaler = _optimisation(params, config, config.epochs * steps_per_epoch, use_amp)
     check_epoch = stall_check_epoch(steps_per_epoch, config)
+    average = _weight_average(stage.model, config, steps_per_epoch)
+    evaluated = average.module if average is not None else stage.model  # what is validated, selected and saved
     module: nn.Module = stage.trainable
     if ctx.distributed:
         device_ids = [ctx.device] if ctx.device.type == "cuda" else None
@@ -405,6 +411,8 @@ def fit(stage: Stage, val_set: Dataset, ctx: DistContext, layout: RunLayout, *, 
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
+        if average is not None:
+            average.load_state_dict(state["ema"])
         best_state = state["best_state"]
         start_epoch = state["epoch"] + 1
         # continuing now: from this state's epoch; finished already: whatever the call that trained it recorded
@@ -446,6 +454,8 @@ def fit(stage: Stage, val_set: Dataset, ctx: DistContext, layout: RunLayout, *, 
                 scaler.step(optimizer)
                 scaler.update()
                 scheduler.step()
+                if average is not None:
+                    average.update(stage.model)
                 total_loss += loss.item()
                 batches += 1
                 for key, value in terms.items():
@@ -456,11 +466,13 @@ def fit(stage: Stage, val_set: Dataset, ctx: DistContext, layout: RunLayout, *, 
             progress.remove_task(task)
             bn_started = time.perf_counter()
             if ctx.is_main and config.bn_recalibration_images > 0:
-                recompute_batchnorm(stage.model, stage.train_set, ctx.device, config.bn_recalibration_images,
+                recompute_batchnorm(evaluated, stage.train_set, ctx.device, config.bn_recalibration_images,
                                     batch_size, seed * 100_003 + epoch)
             bn_seconds = time.perf_counter() - bn_started
             _synchronise_buffers(stage.trainable, ctx)
-            val_logits, val_labels = predict(stage.model, val_set, ctx.device)
+            if average is not None:
+                _synchronise_buffers(evaluated, ctx)
+            val_logits, val_labels = predict(evaluated, val_set, ctx.device)
             val_top1 = _from_rank0(top1(val_logits, val_labels), ctx)
             val_balanced = _from_rank0(balanced_accuracy(val_logits, val_labels), ctx)
             val_loss = _from_rank0(cross_entropy(val_logits, val_labels,
@@ -492,6 +504,8 @@ def fit(stage: Stage, val_set: Dataset, ctx: DistContext, layout: RunLayout, *, 
                 config = config.model_copy(update={"lr": config.lr / STALL_LR_FACTOR})
                 stage.trainable.load_state_dict(initial)
                 optimizer, scheduler, scaler = _optimisation(params, config, config.epochs * steps_per_epoch, use_amp)
+                average = _weight_average(stage.model, config, steps_per_epoch)
+                evaluated = average.module if average is not None else stage.model
                 best_state, epoch = _state_copy(stage.model), 0
                 result.best_epoch, result.best_val_top1, result.history = -1, -math.inf, []
                 ctx.barrier()
@@ -499,13 +513,13 @@ def fit(stage: Stage, val_set: Dataset, ctx: DistContext, layout: RunLayout, *, 
             improved = result.improved_by(record)
             if improved:
                 result.best_val_top1, result.best_epoch = val_top1, epoch + 1
-                best_state = _state_copy(stage.model)
+                best_state = _state_copy(evaluated)
             if ctx.is_main:
                 if improved:
-                    atomic_torch_save(stage.make_checkpoint(stage.model, _best_metrics(result)),
+                    atomic_torch_save(stage.make_checkpoint(evaluated, _best_metrics(result)),
                                       layout.checkpoint(stage.role))
-                atomic_torch_save(_resume_state(stage, optimizer, scheduler, scaler, best_state, result, epoch,
-                                                clock.total(), config.lr, chance), last_path)
+                atomic_torch_save(_resume_state(stage, optimizer, scheduler, scaler, average, best_state, result,
+                                                epoch, clock.total(), config.lr, chance), last_path)
                 atomic_write_json(metrics_path, result.history)
                 if tensorboard is not None:
                     for key, value in record.items():
@@ -527,6 +541,13 @@ def fit(stage: Stage, val_set: Dataset, ctx: DistContext, layout: RunLayout, *, 
     stage.model.load_state_dict(best_state)
     stage.trainable.to(memory_format=torch.contiguous_format)  # what export, bench and a later stage expect
     return result
+
+
+def _weight_average(model: nn.Module, config: TrainConfig, steps_per_epoch: int) -> WeightAverage | None:
+    """The average of `model`'s weights a stage validates and saves (train.ema), from its current weights."""
+    if config.ema is None:
+        return None
+    return WeightAverage(model, config.ema, config.epochs * steps_per_epoch)
 
 
 def _to_device(batch: tuple[torch.Tensor, ...], device: torch.device, layout: torch.memory_format
@@ -574,8 +595,8 @@ def _best_metrics(result: FitResult) -> dict[str, Any]:
 
 
 def _resume_state(stage: Stage, optimizer: torch.optim.Optimizer, scheduler: Any, scaler: torch.amp.GradScaler,
-                  best_state: dict[str, torch.Tensor], result: FitResult, epoch: int, wall_seconds: float,
-                  lr: float, chance: float | None) -> dict[str, Any]:
+                  average: WeightAverage | None, best_state: dict[str, torch.Tensor], result: FitResult, epoch: int,
+                  wall_seconds: float, lr: float, chance: float | None) -> dict[str, Any]:
     return {
         "kd2trt": {"format": 1, "role": f"{stage.role}-resume"},
         "config_hash": stage.config_hash,
@@ -584,6 +605,7 @@ def _resume_state(stage: Stage, optimizer: torch.optim.Optimizer, scheduler: Any
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
         "scaler": scaler.state_dict(),
+        "ema": average.state_dict() if average is not None else None,
         "best_state": best_state,
         "best_epoch": result.best_epoch,
         "best_val_top1": result.best_val_top1,
